@@ -1,0 +1,242 @@
+"""HTTP API throughput and latency, on SQLite and PostgreSQL, with 1 and 2 server workers.
+
+What it measures, for each backend and worker count, against a real ``sesame serve``:
+
+- GET by id (``/v1/sites/{id}``) and a list (``/v1/units?site_id=...``, 50 per page),
+  both authenticated with a partner API key, at saturation (wrk, 64 connections):
+  requests per second and p50/p99 latency;
+- the same GET by id at half the saturated rate (hey, rate-limited): p99 latency, the
+  figure that matters for users;
+- ``/healthz`` (same framework and middleware, no database): the ceiling.
+
+The load generators are C and Go programs (Debian packages ``wrk`` and ``hey``) and use a
+few percent of a core, so the server is what saturates. The last line printed is one
+JSON object with every figure; ``*_p99_ms_*`` keys without ``saturated`` are at half load.
+
+Usage: ``python bench/api_throughput.py [--seconds 8] [--skip-postgres]``
+PostgreSQL comes from ``SESAME_BENCH_POSTGRES_URL`` (default: local server, user postgres).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_ADMIN_URL = os.environ.get(
+    "SESAME_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+CONNECTIONS = 64
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def sesame(env: dict[str, str], cwd: Path, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "sesame", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+async def create_pg_database() -> str:
+    name = f"sesame_bench_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    await connection.execute(f'CREATE DATABASE "{name}"')
+    await connection.close()
+    return (
+        POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+        + f"/{name}"
+    )
+
+
+async def drop_pg_database(url: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    await connection.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    await connection.close()
+
+
+class Server:
+    def __init__(self, env: dict[str, str], cwd: Path, workers: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sesame",
+                "serve",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+            ],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=20)
+
+
+def wrk(url: str, seconds: int, api_key: str | None) -> dict[str, float]:
+    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", url]
+    if api_key:
+        command[1:1] = ["-H", f"Authorization: Bearer {api_key}"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} error responses\n{out}")
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
+        "p99_ms": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
+    }
+
+
+def hey_at_rate(url: str, seconds: int, api_key: str, rate: float) -> dict[str, float]:
+    workers = 32
+    per_worker = max(1.0, rate / workers)
+    out = subprocess.run(
+        [
+            "hey",
+            "-z",
+            f"{seconds}s",
+            "-c",
+            str(workers),
+            "-q",
+            f"{per_worker:.2f}",
+            "-H",
+            f"Authorization: Bearer {api_key}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": float(re.search(r"50%+ in ([\d.]+) secs", out).group(1)) * 1000,  # type: ignore[union-attr]
+        "p99_ms": float(re.search(r"99%+ in ([\d.]+) secs", out).group(1)) * 1000,  # type: ignore[union-attr]
+    }
+
+
+def _ms(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def measure(
+    label: str, env: dict[str, str], cwd: Path, seconds: int, figures: dict[str, float]
+) -> None:
+    printed = sesame(env, cwd, "demo")
+    api_key = re.search(r"(ses_[0-9a-f]{12}_\S+)", printed).group(1)  # type: ignore[union-attr]
+    for workers in (1, 2):
+        server = Server(env, cwd, workers)
+        try:
+            sites = httpx.get(
+                f"{server.url}/v1/sites", headers={"Authorization": f"Bearer {api_key}"}
+            ).json()
+            site_id = sites["items"][0]["id"]
+            by_id = f"{server.url}/v1/sites/{site_id}"
+            listing = f"{server.url}/v1/units?site_id={site_id}&limit=50"
+            wrk(by_id, 2, api_key)  # warm-up: connections, caches, prepared statements
+            suffix = f"{label}_{workers}w"
+            get = wrk(by_id, seconds, api_key)
+            half = hey_at_rate(by_id, seconds, api_key, get["rps"] / 2)
+            lst = wrk(listing, seconds, api_key)
+            bare = wrk(f"{server.url}/healthz", seconds, None)
+            figures.update(
+                {
+                    f"get_by_id_rps_{suffix}": round(get["rps"]),
+                    f"get_by_id_p50_ms_saturated_{suffix}": get["p50_ms"],
+                    f"get_by_id_p99_ms_saturated_{suffix}": get["p99_ms"],
+                    f"get_by_id_half_load_rps_{suffix}": round(half["rps"]),
+                    f"get_by_id_p50_ms_{suffix}": round(half["p50_ms"], 2),
+                    f"get_by_id_p99_ms_{suffix}": round(half["p99_ms"], 2),
+                    f"list_rps_{suffix}": round(lst["rps"]),
+                    f"list_p50_ms_saturated_{suffix}": lst["p50_ms"],
+                    f"list_p99_ms_saturated_{suffix}": lst["p99_ms"],
+                    f"bare_rps_{suffix}": round(bare["rps"]),
+                }
+            )
+            print(
+                f"{suffix}: GET by id {get['rps']:.0f} req/s (p99 {get['p99_ms']} ms "
+                f"saturated, {half['p99_ms']:.1f} ms at {half['rps']:.0f} req/s); "
+                f"list {lst['rps']:.0f} req/s; bare {bare['rps']:.0f} req/s",
+                flush=True,
+            )
+        finally:
+            server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--skip-postgres", action="store_true")
+    args = parser.parse_args()
+    missing = [tool for tool in ("wrk", "hey") if shutil.which(tool) is None]
+    if missing:
+        sys.exit(f"needs {', '.join(missing)}: apt-get install {' '.join(missing)}")
+
+    figures: dict[str, float] = {}
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("SESAME_")}
+    base_env.update(
+        {"SESAME_ENV": "development", "SESAME_LOG_LEVEL": "info", "PYTHONPATH": str(ROOT / "src")}
+    )
+    with tempfile.TemporaryDirectory(prefix="sesame-bench-") as tmp:
+        cwd = Path(tmp)
+        sqlite_env = {**base_env, "SESAME_DATABASE_URL": f"sqlite+aiosqlite:///{cwd}/bench.db"}
+        sesame(sqlite_env, cwd, "db", "upgrade")
+        measure("sqlite", sqlite_env, cwd, args.seconds, figures)
+        if not args.skip_postgres:
+            url = asyncio.run(create_pg_database())
+            try:
+                pg_env = {**base_env, "SESAME_DATABASE_URL": url}
+                sesame(pg_env, cwd, "db", "upgrade")
+                measure("pg", pg_env, cwd, args.seconds, figures)
+            finally:
+                asyncio.run(drop_pg_database(url))
+    if "bare_rps_pg_2w" in figures:
+        figures["bare_rps_2w"] = figures["bare_rps_pg_2w"]
+        figures["get_by_id_share_of_bare_pg_2w"] = round(
+            figures["get_by_id_rps_pg_2w"] / figures["bare_rps_pg_2w"], 3
+        )
+    print(json.dumps(figures, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

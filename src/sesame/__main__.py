@@ -1,0 +1,3 @@
+from sesame.cli import main
+
+main()

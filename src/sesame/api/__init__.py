@@ -1,0 +1,1 @@
+"""The HTTP edge: routing with transactions and idempotency, dependencies, error rendering."""

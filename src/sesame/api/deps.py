@@ -1,0 +1,70 @@
+"""Dependencies every endpoint uses, defined once as ``Annotated`` aliases.
+
+All are ``async def``: FastAPI runs a plain ``def`` dependency in a worker thread, a
+thread hop per request for nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sesame.api.route import runtime_of
+from sesame.auth.principal import Principal, authenticate
+from sesame.kit.errors import Forbidden, Unauthorized
+from sesame.runtime import Runtime
+
+# Declared so that OpenAPI and /docs show the bearer scheme; parsing is ours.
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A staff or resident access token, or a partner API key (`ses_...`).",
+)
+
+
+async def _runtime(request: Request) -> Runtime:
+    return runtime_of(request)
+
+
+async def _session(request: Request) -> AsyncSession:
+    session: AsyncSession | None = getattr(request.state, "db", None)
+    if session is None:  # a route outside SesameRoute asked for a session
+        raise RuntimeError("no database session: the route must use SesameRoute")
+    return session
+
+
+AppRuntime = Annotated[Runtime, Depends(_runtime)]
+DbSession = Annotated[AsyncSession, Depends(_session)]
+
+
+async def _principal(
+    request: Request,
+    session: DbSession,
+    runtime: AppRuntime,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    principal = await authenticate(request, session, runtime)
+    if principal is None:
+        raise Unauthorized("authentication required")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(_principal)]
+
+
+async def _resident(principal: CurrentPrincipal) -> Principal:
+    if principal.kind != "resident":
+        raise Forbidden("residents only")
+    return principal
+
+
+CurrentResident = Annotated[Principal, Depends(_resident)]
+
+
+async def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+ClientAddress = Annotated[str, Depends(client_address)]

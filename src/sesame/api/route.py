@@ -1,0 +1,111 @@
+"""The route class of every ``/v1`` endpoint: it owns the request's transaction.
+
+For each request it opens one database session, runs the endpoint, and then commits when
+the answer is a success to an unsafe method, or rolls back otherwise. Services only
+flush. The commit happens before the response is sent, so a client never sees a success
+for work that did not persist. POSTs with an ``Idempotency-Key`` are answered from the
+stored response when one exists; the new answer is stored in the same transaction.
+
+A ``SesameError`` raised with ``keep_changes=True`` commits before it is rendered: a
+refused sign-in must still count the failed attempt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi.routing import APIRoute
+from sqlalchemy.exc import IntegrityError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sesame.api import idempotency
+from sesame.auth.principal import authenticate, record_api_key_use
+from sesame.kit.db import reset_write_intent, set_write_intent
+from sesame.kit.errors import Conflict, SesameError, Unauthorized
+from sesame.runtime import Runtime
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# Routers carry the full prefix themselves (and are included without one), so that a
+# route's ``path`` is its whole template, as metrics and logs label requests with it.
+API_PREFIX = "/v1"
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+class SesameRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint_handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            runtime = runtime_of(request)
+            unsafe = request.method not in SAFE_METHODS
+            token = set_write_intent(unsafe)
+            try:
+                return await _in_transaction(request, runtime, endpoint_handler, unsafe=unsafe)
+            finally:
+                reset_write_intent(token)
+                await record_api_key_use(request, runtime)
+
+        return handle
+
+
+async def _in_transaction(
+    request: Request,
+    runtime: Runtime,
+    endpoint_handler: Callable[[Request], Coroutine[Any, Any, Response]],
+    *,
+    unsafe: bool,
+) -> Response:
+    factory = runtime.session_factory if unsafe else runtime.read_session_factory
+    async with factory() as session:
+        request.state.db = session
+        pending = None
+        if request.method == "POST" and idempotency.HEADER in request.headers:
+            scope = await _idempotency_scope(request, session, runtime)
+            pending = await idempotency.describe(request, scope)
+            if pending is not None:
+                replay = await idempotency.stored_response(session, runtime, pending)
+                if replay is not None:
+                    return replay
+        try:
+            response = await endpoint_handler(request)
+        except SesameError as exc:
+            if exc.keep_changes:
+                await session.commit()
+            raise
+        if not unsafe:
+            return response
+        if response.status_code >= 400:
+            await session.rollback()
+            return response
+        try:
+            await session.flush()
+        except IntegrityError as exc:
+            raise Conflict("the change conflicts with existing data") from exc
+        if pending is not None:
+            try:
+                await idempotency.store(session, runtime, pending, response)
+            except IntegrityError:
+                # Another request with the same key committed first: answer as it did.
+                await session.rollback()
+                replay = await idempotency.stored_response(session, runtime, pending)
+                if replay is None:
+                    raise
+                return replay
+        await session.commit()
+        return response
+
+
+async def _idempotency_scope(request: Request, session: Any, runtime: Runtime) -> str:
+    try:
+        principal = await authenticate(request, session, runtime)
+    except Unauthorized:
+        # The endpoint's own dependency will refuse the request; nothing will be stored.
+        return "invalid"
+    return principal.idempotency_scope if principal is not None else "anonymous"

@@ -1,0 +1,1 @@
+"""Authentication and authorisation: staff, residents and partner API keys."""

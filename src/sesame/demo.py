@@ -1,0 +1,220 @@
+"""``sesame demo``: a complex a newcomer can explore at once.
+
+One partner, one apartment complex in Seoul with two buildings (101동, 102동) of ten floors
+and four units a floor, a common entrance per building, a partner admin, a site manager,
+an installer, a few residents in their households and an API key. Running it again
+changes nothing but the credentials: passwords are reset and a fresh API key replaces
+the old one, so the printed credentials always work.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from sesame.auth.api_keys import ApiKeyService
+from sesame.auth.principal import API_KEY_SCOPES, Principal
+from sesame.auth.service import create_api_key
+from sesame.kit.db import write_intent
+from sesame.kit.repository import TenantScope
+from sesame.kit.security import hash_password
+from sesame.models import (
+    EntranceKind,
+    HouseholdRole,
+    PartnerKind,
+    SiteKind,
+    StaffRole,
+)
+from sesame.partners.repository import PartnerRepository
+from sesame.partners.schemas import PartnerCreate
+from sesame.partners.service import PartnerService
+from sesame.people.repository import HouseholdRepository, PersonRepository
+from sesame.people.schemas import HouseholdCreate, PersonCreate
+from sesame.people.service import HouseholdService, PersonService
+from sesame.runtime import Runtime
+from sesame.sites.repository import (
+    BuildingRepository,
+    EntranceRepository,
+    SiteRepository,
+    UnitRepository,
+)
+from sesame.sites.schemas import BuildingCreate, EntranceCreate, SiteCreate, UnitCreate
+from sesame.sites.service import BuildingService, EntranceService, SiteService, UnitService
+from sesame.staff.repository import StaffRepository
+from sesame.staff.schemas import StaffCreate
+from sesame.staff.service import StaffService
+
+PARTNER_NAME = "Sesame Demo Properties"
+SITE_NAME = "Sesame Heights 세서미하이츠"
+BUILDINGS = ("101동", "102동")
+FLOORS = 10
+UNITS_PER_FLOOR = 4
+API_KEY_NAME = "demo key"
+
+STAFF = (
+    ("admin@demo.sesame.dev", "Demo Partner Admin", StaffRole.PARTNER_ADMIN),
+    ("manager@demo.sesame.dev", "김관리 (site manager)", StaffRole.SITE_MANAGER),
+    ("installer@demo.sesame.dev", "Demo Installer", StaffRole.INSTALLER),
+)
+RESIDENTS = (
+    ("+821000000001", "김민준", "ko-KR", "101동", "1001호", HouseholdRole.OWNER),
+    ("+821000000002", "이서연", "ko-KR", "101동", "1001호", HouseholdRole.MEMBER),
+    ("+821000000003", "Alex Kim", "en", "101동", "502호", HouseholdRole.TENANT),
+    ("+821000000004", "박지훈", "ko-KR", "102동", "304호", HouseholdRole.OWNER),
+)
+
+PLATFORM = Principal(
+    kind="staff", id="sesame-cli", scope=TenantScope.platform(), role=StaffRole.PLATFORM_ADMIN
+)
+
+
+@dataclass
+class DemoCredentials:
+    partner_id: str = ""
+    site_id: str = ""
+    passwords: dict[str, str] = field(default_factory=dict)
+    api_key: str = ""
+    residents: list[tuple[str, str]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def unit_name(floor: int, number: int) -> str:
+    return f"{floor}{number:02d}호"
+
+
+async def seed_demo(runtime: Runtime) -> DemoCredentials:
+    out = DemoCredentials()
+    scope = TenantScope.platform()
+    with write_intent():
+        async with runtime.session_factory() as session:
+            args: tuple[Any, Principal, Runtime] = (session, PLATFORM, runtime)
+
+            partner = await PartnerRepository(session).find_by(scope, name=PARTNER_NAME)
+            if partner is None:
+                partner = await PartnerService(*args).create(
+                    PartnerCreate(name=PARTNER_NAME, kind=PartnerKind.PROPERTY_MANAGER)
+                )
+            site = await SiteRepository(session).find_by(
+                scope, partner_id=partner.id, name=SITE_NAME
+            )
+            if site is None:
+                site = await SiteService(*args).create(
+                    SiteCreate(
+                        partner_id=partner.id,
+                        name=SITE_NAME,
+                        kind=SiteKind.APARTMENT_COMPLEX,
+                        address="서울특별시 강남구 테헤란로 1",
+                        time_zone="Asia/Seoul",
+                    )
+                )
+            out.partner_id, out.site_id = str(partner.id), str(site.id)
+
+            units: dict[tuple[str, str], Any] = {}
+            for building_name in BUILDINGS:
+                building = await BuildingRepository(session).find_by(
+                    scope, site_id=site.id, name=building_name
+                )
+                if building is None:
+                    building = await BuildingService(*args).create(
+                        BuildingCreate(site_id=site.id, name=building_name, floor_count=FLOORS)
+                    )
+                for floor in range(1, FLOORS + 1):
+                    for number in range(1, UNITS_PER_FLOOR + 1):
+                        name = unit_name(floor, number)
+                        unit = await UnitRepository(session).find_by(
+                            scope, building_id=building.id, name=name
+                        )
+                        if unit is None:
+                            unit = await UnitService(*args).create(
+                                UnitCreate(building_id=building.id, name=name, floor=floor)
+                            )
+                        units[(building_name, name)] = unit
+                entrance_name = f"{building_name} 공동현관"
+                if (
+                    await EntranceRepository(session).find_by(
+                        scope, site_id=site.id, name=entrance_name
+                    )
+                    is None
+                ):
+                    await EntranceService(*args).create(
+                        EntranceCreate(
+                            site_id=site.id,
+                            name=entrance_name,
+                            kind=EntranceKind.COMMON_ENTRANCE,
+                            building_id=building.id,
+                        )
+                    )
+
+            for email, name, role in STAFF:
+                password = secrets.token_urlsafe(12)
+                staff = await StaffRepository(session).by_email(email)
+                if staff is None:
+                    await StaffService(*args).create(
+                        StaffCreate.model_validate(
+                            {
+                                "email": email,
+                                "name": name,
+                                "role": role,
+                                "password": password,
+                                "partner_id": partner.id,
+                                "site_ids": [site.id] if role.site_scoped else [],
+                            }
+                        )
+                    )
+                else:
+                    staff.password_hash = await hash_password(password)
+                    staff.is_active = True
+                out.passwords[email] = password
+
+            for phone, name, locale, building_name, unit_label, household_role in RESIDENTS:
+                person = await PersonRepository(session).find_by(
+                    scope, partner_id=partner.id, phone=phone
+                )
+                if person is None:
+                    person = await PersonService(*args).create(
+                        PersonCreate(
+                            partner_id=partner.id,
+                            site_id=site.id,
+                            phone=phone,
+                            name=name,
+                            locale=locale,
+                        )
+                    )
+                unit = units[(building_name, unit_label)]
+                if (
+                    await HouseholdRepository(session).find_by(
+                        scope, person_id=person.id, unit_id=unit.id
+                    )
+                    is None
+                ):
+                    await HouseholdService(*args).create(
+                        HouseholdCreate(person_id=person.id, unit_id=unit.id, role=household_role)
+                    )
+                out.residents.append((phone, name))
+
+            keys = ApiKeyService(*args)
+            old_key = await keys.repository.find_by(
+                scope, partner_id=partner.id, name=API_KEY_NAME, revoked_at=None
+            )
+            while old_key is not None:
+                await keys.delete(old_key.id)
+                old_key = await keys.repository.find_by(
+                    scope, partner_id=partner.id, name=API_KEY_NAME, revoked_at=None
+                )
+            _, out.api_key = await create_api_key(
+                session,
+                PLATFORM,
+                partner_id=partner.id,
+                name=API_KEY_NAME,
+                scopes=list(API_KEY_SCOPES),
+                expires_at=None,
+            )
+            out.counts = {
+                "buildings": len(BUILDINGS),
+                "units": len(units),
+                "entrances": len(BUILDINGS),
+                "residents": len(RESIDENTS),
+            }
+            await session.commit()
+    return out

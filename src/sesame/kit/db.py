@@ -1,0 +1,153 @@
+"""Engines and sessions for SQLite (the default) and PostgreSQL (production).
+
+SQLite is tuned for a server: WAL so readers never block the writer, a busy timeout
+instead of instant "database is locked", foreign keys on. A transaction that will write
+starts with ``BEGIN IMMEDIATE`` (see ``write_intent``): it takes the write lock up front
+and waits for it, instead of starting as a reader and failing with ``SQLITE_BUSY`` when
+it later tries to write after another writer committed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.types import TypeDecorator
+
+_write_intent: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "sesame_write_intent", default=False
+)
+
+
+@contextmanager
+def write_intent() -> Iterator[None]:
+    """Mark transactions begun inside this block as writers (``BEGIN IMMEDIATE`` on SQLite)."""
+    token = _write_intent.set(True)
+    try:
+        yield
+    finally:
+        _write_intent.reset(token)
+
+
+def set_write_intent(value: bool) -> contextvars.Token[bool]:
+    return _write_intent.set(value)
+
+
+def reset_write_intent(token: contextvars.Token[bool]) -> None:
+    _write_intent.reset(token)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    if not path or path.startswith(":memory:") or path.startswith("file:"):
+        return None
+    return Path(path.split("?", 1)[0])
+
+
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy emit BEGIN itself (below) instead of the driver's implicit one.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            return
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if _write_intent.get() else "BEGIN")
+
+
+def create_engine(url: str, *, pool_size: int = 10, timeout_seconds: float = 10.0) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        path = _sqlite_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(
+            url,
+            connect_args={"timeout": timeout_seconds, "check_same_thread": False},
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=timeout_seconds,
+        )
+        _configure_sqlite(engine, int(timeout_seconds * 1000))
+        return engine
+    # A fixed pool: requests beyond it wait for a connection rather than open and close
+    # short-lived overflow connections, which costs more than the wait.
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=timeout_seconds,
+        pool_pre_ping=False,
+        connect_args={
+            "timeout": timeout_seconds,
+            "command_timeout": timeout_seconds * 3,
+            "server_settings": {"application_name": "sesame"},
+        },
+    )
+
+
+def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def create_read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for requests that only read: no BEGIN/ROLLBACK round trips around them.
+
+    Each statement sees committed data; a read-only request needs nothing more, and it
+    saves two of the four round trips of a typical GET.
+    """
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return async_sessionmaker(autocommit, expire_on_commit=False, autoflush=False)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """One round trip to the database; raises if it does not answer."""
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+
+
+def dialect_insert(dialect: Dialect) -> Any:
+    """``insert`` with ``on_conflict_do_*`` for the session's dialect."""
+    return postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

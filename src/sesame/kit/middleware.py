@@ -1,0 +1,122 @@
+"""The outermost layer of every request: request id, access log, metrics and the catch-all.
+
+A plain ASGI middleware (no per-request task or body buffering) so that it costs
+microseconds. Whatever escapes the application becomes a JSON 500 carrying the request
+id; the process never sees the exception. Logging here goes through the guarded logger,
+so even a broken log pipeline cannot turn a good response into a failure.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sesame.kit.errors import ErrorBody
+from sesame.kit.ids import new_id
+from sesame.kit.logging import bind_context, get_logger, reset_context
+from sesame.kit.metrics import HTTP_LATENCY, HTTP_REQUESTS, UNHANDLED_ERRORS
+
+REQUEST_ID_HEADER = b"x-request-id"
+_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
+
+log = get_logger("sesame.http")
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == REQUEST_ID_HEADER and _VALID_REQUEST_ID.match(value):
+            return str(value.decode())
+    return None
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class ObservabilityMiddleware:
+    def __init__(self, app: ASGIApp, *, skip_access_log: frozenset[str] = frozenset()) -> None:
+        self.app = app
+        self.skip_access_log = skip_access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        request_id = _incoming_request_id(scope) or new_id().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        tokens = bind_context(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+        header_value = request_id.encode()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = list(message.get("headers", ()))
+                headers.append((REQUEST_ID_HEADER, header_value))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            UNHANDLED_ERRORS.inc()
+            log.error("unhandled_error", path=scope.get("path"), exc_info=exc)
+            if not response_started:
+                status = 500
+                await self._send_internal_error(send, request_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            self._record(scope, status, elapsed)
+            reset_context(tokens)
+
+    def _record(self, scope: Scope, status: int, elapsed: float) -> None:
+        route = _route_template(scope)
+        method = scope.get("method", "")
+        status_label = str(status)
+        try:
+            HTTP_REQUESTS.labels(method, route, status_label).inc()
+            HTTP_LATENCY.labels(method, route, status_label).observe(elapsed)
+        except Exception as exc:  # metrics must not fail a request either
+            log.warning("metrics_failed", error_type=type(exc).__name__)
+        if route in self.skip_access_log:
+            return
+        log.info(
+            "http_request",
+            method=method,
+            path=scope.get("path"),
+            route=route,
+            status=status,
+            duration_ms=round(elapsed * 1000, 3),
+            client=(scope.get("client") or ("", 0))[0],
+        )
+
+    @staticmethod
+    async def _send_internal_error(send: Send, request_id: str) -> None:
+        body = ErrorBody(
+            type="internal_error",
+            status=500,
+            message="internal error; the request id identifies it in the server logs",
+            request_id=request_id,
+        ).as_dict()
+        payload = orjson.dumps(body)
+        headers: list[Any] = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+            (REQUEST_ID_HEADER, request_id.encode()),
+        ]
+        try:
+            await send({"type": "http.response.start", "status": 500, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
+        except Exception as exc:  # the client went away; nothing to answer
+            log.info("client_gone", error_type=type(exc).__name__)

@@ -1,0 +1,57 @@
+"""Validated field types shared by request schemas."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+import phonenumbers
+from pydantic import AfterValidator, StringConstraints
+
+_ZONES = frozenset(available_timezones())
+_LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Z][a-z]{3})?(-([A-Z]{2}|[0-9]{3}))?$")
+DEFAULT_PHONE_REGION = "KR"
+
+
+def _time_zone(value: str) -> str:
+    if value not in _ZONES:
+        raise ValueError("not an IANA time zone name, e.g. 'Asia/Seoul'")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError("not an IANA time zone name, e.g. 'Asia/Seoul'") from exc
+    return value
+
+
+def normalize_phone(value: str, region: str = DEFAULT_PHONE_REGION) -> str:
+    """E.164 form of a phone number; national numbers are read as Korean by default."""
+    try:
+        parsed = phonenumbers.parse(value, None if value.startswith("+") else region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError("not a phone number; use E.164, e.g. '+821012345678'") from exc
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError("not a valid phone number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _locale(value: str) -> str:
+    if not _LOCALE.match(value):
+        raise ValueError("not a language tag such as 'ko-KR' or 'en'")
+    return value
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ShortName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+TimeZoneName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_time_zone)]
+Phone = Annotated[str, StringConstraints(max_length=32), AfterValidator(normalize_phone)]
+Locale = Annotated[str, StringConstraints(max_length=35), AfterValidator(_locale)]
+Email = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        to_lower=True,
+        max_length=254,
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+    ),
+]

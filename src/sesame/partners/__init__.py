@@ -1,0 +1,1 @@
+"""Partners: the tenants of a Sesame installation."""

@@ -1,0 +1,76 @@
+"""What a running Sesame process holds: settings, database, clock, keys and outside services.
+
+Built once at start-up (``build_runtime``) and reached from requests through
+``request.app.state.runtime``; tests build their own with a frozen clock and an SMS
+sender that records instead of sending.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from sesame.auth.cache import CredentialCache
+from sesame.kit.clock import Clock, SystemClock
+from sesame.kit.db import create_engine, create_read_session_factory, create_session_factory
+from sesame.kit.security import derive_key
+from sesame.settings import Settings
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Purpose-bound keys derived from ``SESAME_SECRET_KEY``."""
+
+    access_tokens: bytes
+    one_time_codes: bytes
+    idempotency: bytes
+
+    @classmethod
+    def derive(cls, secret: str) -> Keys:
+        return cls(
+            access_tokens=derive_key(secret, "access-tokens"),
+            one_time_codes=derive_key(secret, "one-time-codes"),
+            idempotency=derive_key(secret, "idempotency-records"),
+        )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+    read_session_factory: async_sessionmaker[AsyncSession]
+    clock: Clock
+    keys: Keys
+    sms_sender: Any
+    credential_cache: CredentialCache
+
+    async def close(self) -> None:
+        closer = getattr(self.sms_sender, "aclose", None)
+        if closer is not None:
+            await closer()
+        await self.engine.dispose()
+
+
+def build_runtime(
+    settings: Settings, *, clock: Clock | None = None, sms_sender: Any = None
+) -> Runtime:
+    from sesame.auth.sms import sender_from_settings
+
+    engine = create_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        timeout_seconds=settings.database_timeout_seconds,
+    )
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        session_factory=create_session_factory(engine),
+        read_session_factory=create_read_session_factory(engine),
+        clock=clock or SystemClock(),
+        keys=Keys.derive(settings.secret_key.get_secret_value()),
+        sms_sender=sms_sender or sender_from_settings(settings),
+        credential_cache=CredentialCache(settings.auth_cache_seconds),
+    )

@@ -1,0 +1,125 @@
+"""One place for every setting, read from ``SESAME_*`` environment variables (or ``.env``).
+
+Every setting has a default that works on a fresh machine in development mode. Outside
+development mode the built-in secrets are refused at start-up: a production deployment
+that forgot to set ``SESAME_SECRET_KEY`` must not come up signing tokens with a key that
+is printed in this file.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Public on purpose: refused outside development mode.
+DEVELOPMENT_SECRET_KEY = "sesame-development-secret-key-do-not-use-in-production"  # noqa: S105
+
+Environment = Literal["development", "production"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SESAME_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    env: Environment = "production"
+
+    # Storage
+    database_url: str = "sqlite+aiosqlite:///./var/sesame.db"
+    database_pool_size: int = Field(default=20, ge=1, le=500)
+    database_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    public_url: str = "http://127.0.0.1:8000"
+
+    # Secrets and tokens
+    secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET_KEY)
+    access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
+    refresh_token_ttl_seconds: int = Field(default=30 * 86_400, ge=300)
+    # How long a process may reuse a resolved credential (see sesame.auth.cache).
+    auth_cache_seconds: float = Field(default=5.0, ge=0, le=60)
+
+    # Resident sign-in by one-time code
+    otp_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+    otp_max_attempts: int = Field(default=5, ge=1, le=20)
+    otp_requests_per_phone: int = Field(default=5, ge=1)
+    otp_requests_per_address: int = Field(default=20, ge=1)
+    otp_verifications_per_address: int = Field(default=30, ge=1)
+    login_attempts_per_account: int = Field(default=10, ge=1)
+    login_attempts_per_address: int = Field(default=50, ge=1)
+    rate_limit_window_seconds: int = Field(default=900, ge=1)
+
+    # SMS delivery of one-time codes
+    sms_backend: Literal["console", "http"] = "console"
+    sms_http_url: str | None = None
+    sms_http_token: SecretStr | None = None
+    sms_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    # Idempotency-Key records are kept this long
+    idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
+
+    # Logging
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    default_time_zone: str = "Asia/Seoul"
+
+    @field_validator("default_time_zone")
+    @classmethod
+    def _known_time_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if value.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + value.removeprefix("sqlite:///")
+        if not (
+            value.startswith("postgresql+asyncpg://") or value.startswith("sqlite+aiosqlite://")
+        ):
+            raise ValueError(
+                "database_url must be sqlite+aiosqlite:///path or postgresql+asyncpg://..."
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_development_defaults(self) -> Settings:
+        if self.env == "development":
+            return self
+        problems = []
+        if self.secret_key.get_secret_value() == DEVELOPMENT_SECRET_KEY:
+            problems.append("SESAME_SECRET_KEY is the built-in development key")
+        if len(self.secret_key.get_secret_value()) < 32:
+            problems.append("SESAME_SECRET_KEY must be at least 32 characters")
+        if self.sms_backend == "console":
+            problems.append(
+                "SESAME_SMS_BACKEND=console prints one-time codes; choose 'http' in production"
+            )
+        if self.sms_backend == "http" and not self.sms_http_url:
+            problems.append("SESAME_SMS_HTTP_URL is required with SESAME_SMS_BACKEND=http")
+        if problems:
+            raise ValueError(
+                "refusing to start outside development mode (SESAME_ENV=development): "
+                + "; ".join(problems)
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings() -> Settings:
+    return Settings()

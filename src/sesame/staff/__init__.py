@@ -1,0 +1,1 @@
+"""Staff accounts: platform and partner administrators, site managers and installers."""

@@ -1,0 +1,138 @@
+"""One error shape everywhere; bad input is a 4xx, never a 500; lists page by cursor."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.support import Api, World
+
+
+def assert_error_shape(body: dict[str, object], status: int, type_: str) -> None:
+    assert body["status"] == status
+    assert body["type"] == type_
+    assert isinstance(body["message"], str)
+    assert body["message"]
+    assert isinstance(body["request_id"], str)
+    assert body["request_id"]
+
+
+async def test_unknown_route_uses_the_error_shape(api: Api) -> None:
+    response = await api.get("/v1/nothing-here")
+    assert response.status_code == 404
+    assert_error_shape(response.json(), 404, "route_not_found")
+
+
+async def test_wrong_method_uses_the_error_shape(api: Api) -> None:
+    response = await api.request("PUT", "/v1/sites")
+    assert response.status_code == 405
+    assert_error_shape(response.json(), 405, "method_not_allowed")
+
+
+async def test_malformed_json_is_a_422(api: Api, world: World) -> None:
+    response = await api.post(
+        "/v1/sites",
+        token=world.tokens["partner_admin"],
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert_error_shape(response.json(), 422, "validation_error")
+
+
+async def test_validation_errors_name_each_field(api: Api, world: World) -> None:
+    response = await api.post(
+        "/v1/units",
+        token=world.tokens["partner_admin"],
+        json={"building_id": "not-a-uuid", "floor": "x", "extra": 1},
+    )
+    body = response.json()
+    assert response.status_code == 422
+    paths = {tuple(e["path"]) for e in body["errors"]}
+    assert {
+        ("body", "building_id"),
+        ("body", "floor"),
+        ("body", "name"),
+        ("body", "extra"),
+    } <= paths
+    assert all(e["code"] and e["message"] for e in body["errors"])
+
+
+async def test_bad_ids_in_paths_and_queries_are_422(api: Api, world: World) -> None:
+    token = world.tokens["partner_admin"]
+    assert (await api.get("/v1/sites/123", token=token)).status_code == 422
+    assert (await api.get("/v1/units", token=token, params={"building_id": "x"})).status_code == 422
+    assert (await api.get("/v1/units", token=token, params={"limit": 0})).status_code == 422
+    assert (await api.get("/v1/units", token=token, params={"limit": 201})).status_code == 422
+    unknown_filter = await api.get("/v1/units", token=token, params={"colour": "red"})
+    assert unknown_filter.status_code == 422
+
+
+async def test_unknown_id_is_a_404(api: Api, world: World) -> None:
+    response = await api.get(f"/v1/sites/{uuid.uuid4()}", token=world.tokens["partner_admin"])
+    assert response.status_code == 404
+    assert_error_shape(response.json(), 404, "not_found")
+
+
+async def test_invalid_cursor_is_a_field_error(api: Api, world: World) -> None:
+    response = await api.get(
+        "/v1/sites", token=world.tokens["partner_admin"], params={"cursor": "!!!"}
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["path"] == ["query", "cursor"]
+
+
+async def test_unauthenticated_requests_are_401_with_a_challenge(api: Api) -> None:
+    response = await api.get("/v1/sites")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert_error_shape(response.json(), 401, "unauthorized")
+
+
+async def test_cursor_pagination_walks_every_item_once(api: Api, world: World) -> None:
+    token = world.tokens["partner_admin"]
+    created = [
+        (
+            await api.create(
+                "/v1/units",
+                token,
+                {"building_id": world.ids["building"], "name": f"{n}05호", "floor": n},
+            )
+        )["id"]
+        for n in range(1, 8)
+    ]
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, object] = {"building_id": world.ids["building"], "limit": 3}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await api.get("/v1/units", token=token, params=params)).json()
+        seen += [u["id"] for u in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    expected = [world.ids["unit"], *created]
+    assert seen == sorted(expected)
+    assert pages == 3
+
+
+async def test_request_id_is_echoed_or_made(api: Api) -> None:
+    given = await api.get("/healthz", headers={"X-Request-ID": "req-abc-123"})
+    assert given.headers["x-request-id"] == "req-abc-123"
+    made = await api.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
+    assert made.headers["x-request-id"] != "bad id with spaces"
+    assert len(made.headers["x-request-id"]) == 32
+
+
+async def test_nul_characters_are_refused_as_input_errors(api: Api, world: World) -> None:
+    """PostgreSQL cannot store NUL in text; it must be a 422, never a 500."""
+    token = world.tokens["partner_admin"]
+    body = await api.post("/v1/sites", token=token, json={"name": "bad\u0000name"})
+    assert body.status_code == 422
+    assert body.json()["errors"][0]["path"] == ["body", "name"]
+    query = await api.get("/v1/staff", token=token, params={"email": "a\u0000b"})
+    assert query.status_code == 422
+    login = await api.post("/v1/auth/login", json={"email": "a@b.test", "password": "x\u0000y"})
+    assert login.status_code == 422

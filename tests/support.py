@@ -1,0 +1,265 @@
+"""Helpers for tests that drive Sesame through its HTTP API, as clients do."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import phonenumbers
+
+from sesame.demo import PLATFORM
+from sesame.kit.clock import OffsetClock
+from sesame.kit.db import write_intent
+from sesame.runtime import Runtime
+from sesame.staff.schemas import StaffCreate
+from sesame.staff.service import StaffService
+
+ShiftableClock = OffsetClock
+
+_counter = iter(range(1, 10**9))
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{next(_counter)}-{secrets.token_hex(3)}"
+
+
+def unique_phone() -> str:
+    """A valid Korean mobile number nobody else in the session uses (probably)."""
+    while True:
+        candidate = f"+8210{secrets.randbelow(10**8):08d}"
+        if phonenumbers.is_valid_number(phonenumbers.parse(candidate)):
+            return candidate
+
+
+class Api:
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        all_headers = dict(headers or {})
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {token}"
+        return await self.client.request(method, path, headers=all_headers, **kwargs)
+
+    async def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("POST", path, **kwargs)
+
+    async def patch(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("PATCH", path, **kwargs)
+
+    async def delete(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("DELETE", path, **kwargs)
+
+    async def create(self, path: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self.post(path, token=token, json=body)
+        assert response.status_code == 201, (path, response.status_code, response.text)
+        created: dict[str, Any] = response.json()
+        return created
+
+    async def login(self, email: str, password: str) -> dict[str, Any]:
+        response = await self.post("/v1/auth/login", json={"email": email, "password": password})
+        assert response.status_code == 200, response.text
+        tokens: dict[str, Any] = response.json()
+        return tokens
+
+
+PASSWORD = "correct horse battery staple"
+
+
+async def platform_admin_token(app: Any, runtime: Runtime) -> str:
+    email = f"{unique('platform')}@sesame.test"
+    with write_intent():
+        async with runtime.session_factory() as session:
+            await StaffService(session, PLATFORM, runtime).create(
+                StaffCreate.model_validate(
+                    {
+                        "email": email,
+                        "name": "Platform Admin",
+                        "role": "platform_admin",
+                        "password": PASSWORD,
+                    }
+                )
+            )
+            await session.commit()
+    transport = httpx.ASGITransport(app=app, client=("10.255.255.1", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://sesame.test") as client:
+        tokens = await Api(client).login(email, PASSWORD)
+    return str(tokens["access_token"])
+
+
+@dataclass
+class World:
+    """A partner with two sites; the first has a site manager and an installer."""
+
+    partner_id: str
+    site_id: str
+    other_site_id: str
+    ids: dict[str, str] = field(default_factory=dict)  # resource -> id in the first site
+    other_site_ids: dict[str, str] = field(default_factory=dict)  # resource -> id, second site
+    tokens: dict[str, str] = field(default_factory=dict)  # role -> bearer credential
+    staff: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> account
+    api_key: dict[str, Any] = field(default_factory=dict)
+
+
+STAFF_ROLES = ("partner_admin", "site_manager", "installer")
+
+
+async def _populate_site(api: Api, token: str, site_id: str, partner_id: str) -> dict[str, str]:
+    building = await api.create(
+        "/v1/buildings", token, {"site_id": site_id, "name": "101동", "floor_count": 15}
+    )
+    unit = await api.create(
+        "/v1/units", token, {"building_id": building["id"], "name": "1001호", "floor": 10}
+    )
+    entrance = await api.create(
+        "/v1/entrances",
+        token,
+        {
+            "site_id": site_id,
+            "name": "101동 공동현관",
+            "kind": "common_entrance",
+            "building_id": building["id"],
+        },
+    )
+    person = await api.create(
+        "/v1/people",
+        token,
+        {"partner_id": partner_id, "site_id": site_id, "phone": unique_phone(), "name": "김민준"},
+    )
+    household = await api.create(
+        "/v1/households", token, {"person_id": person["id"], "unit_id": unit["id"], "role": "owner"}
+    )
+    return {
+        "site": site_id,
+        "building": building["id"],
+        "unit": unit["id"],
+        "entrance": entrance["id"],
+        "person": person["id"],
+        "household": household["id"],
+    }
+
+
+async def make_world(api: Api, admin: str, runtime: Runtime) -> World:
+    partner = await api.create("/v1/partners", admin, {"name": unique("Partner")})
+    site = await api.create(
+        "/v1/sites", admin, {"partner_id": partner["id"], "name": unique("Heights")}
+    )
+    other = await api.create(
+        "/v1/sites", admin, {"partner_id": partner["id"], "name": unique("Tower")}
+    )
+    world = World(partner_id=partner["id"], site_id=site["id"], other_site_id=other["id"])
+    world.ids = await _populate_site(api, admin, site["id"], partner["id"])
+    world.ids["partner"] = partner["id"]
+    world.other_site_ids = await _populate_site(api, admin, other["id"], partner["id"])
+    for role in STAFF_ROLES:
+        email = f"{unique(role)}@partner.test"
+        account = await api.create(
+            "/v1/staff",
+            admin,
+            {
+                "email": email,
+                "name": role,
+                "role": role,
+                "password": PASSWORD,
+                "partner_id": partner["id"],
+                "site_ids": [site["id"]] if role != "partner_admin" else [],
+            },
+        )
+        world.staff[role] = account
+        world.tokens[role] = (await api.login(email, PASSWORD))["access_token"]
+    key = await api.create(
+        "/v1/api-keys",
+        admin,
+        {
+            "partner_id": partner["id"],
+            "name": "integration",
+            "scopes": ["partners:write", "sites:write", "people:write"],
+        },
+    )
+    world.api_key = key
+    world.tokens["api_key"] = key["key"]
+    world.ids["staff_account"] = world.staff["installer"]["id"]
+    world.ids["api_key"] = key["id"]
+    return world
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """``sesame serve`` in a subprocess, as an operator runs it."""
+
+    def __init__(self, env: dict[str, str], port: int, args: tuple[str, ...] = ()) -> None:
+        import os
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log = open(env.get("SESAME_TEST_LOG", os.devnull), "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sesame", "serve", "--port", str(port), *args],
+            env={**os.environ, **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=env.get("SESAME_TEST_CWD", str(Path.cwd())),
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise TimeoutError("server did not answer /healthz")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except Exception:
+            self.process.kill()
+        self.log.close()
+
+
+def run_cli(env: dict[str, str], *args: str, stdin: str = "") -> str:
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "sesame", *args],
+        env={**os.environ, **env},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout

@@ -1,0 +1,181 @@
+"""The commands an operator types: migrate, seed the demo, create staff, serve."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.support import ServerProcess, free_port
+
+
+def dev_env(directory: Path) -> dict[str, str]:
+    """Development mode with every default, as ``make run`` starts it, in ``directory``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SESAME_")}
+    env.update({"SESAME_ENV": "development", "SESAME_TEST_CWD": str(directory)})
+    return env
+
+
+def run_in(directory: Path, env: dict[str, str], *args: str, stdin: str = "") -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "sesame", *args],
+        env=env,
+        cwd=directory,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout
+
+
+def test_make_run_sequence_serves_the_demo(tmp_path: Path) -> None:
+    """db upgrade, demo and serve on the default SQLite database under ./var/."""
+    env = dev_env(tmp_path)
+    run_in(tmp_path, env, "db", "upgrade")
+    assert (tmp_path / "var" / "sesame.db").exists()
+    printed = run_in(tmp_path, env, "demo")
+    api_key = re.search(r"(ses_[0-9a-f]{12}_\S+)", printed).group(1)  # type: ignore[union-attr]
+    manager_password = re.search(r"manager@demo\.sesame\.dev\s+(\S+)", printed).group(1)  # type: ignore[union-attr]
+
+    server = ServerProcess(env, free_port())
+    try:
+        server.wait_ready()
+        with httpx.Client(base_url=server.base_url, timeout=10) as client:
+            sites = client.get("/v1/sites", headers={"Authorization": f"Bearer {api_key}"})
+            assert sites.status_code == 200
+            [site] = sites.json()["items"]
+            units = client.get(
+                "/v1/units",
+                params={"site_id": site["id"], "limit": 200},
+                headers={"Authorization": f"Bearer {api_key}"},
+            )
+            assert len(units.json()["items"]) == 2 * 10 * 4
+            entrances = client.get(
+                "/v1/entrances",
+                params={"site_id": site["id"]},
+                headers={"Authorization": f"Bearer {api_key}"},
+            )
+            assert {e["kind"] for e in entrances.json()["items"]} == {"common_entrance"}
+            assert len(entrances.json()["items"]) == 2
+            login = client.post(
+                "/v1/auth/login",
+                json={"email": "manager@demo.sesame.dev", "password": manager_password},
+            )
+            assert login.status_code == 200
+            assert client.get("/readyz").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_demo_twice_keeps_one_complex_and_fresh_credentials(tmp_path: Path) -> None:
+    env = dev_env(tmp_path)
+    run_in(tmp_path, env, "db", "upgrade")
+    first = run_in(tmp_path, env, "demo")
+    second = run_in(tmp_path, env, "demo")
+    site = re.compile(r"Site:\s+(\S+)")
+    assert site.search(first).group(1) == site.search(second).group(1)  # type: ignore[union-attr]
+    key = re.compile(r"(ses_\S+)")
+    assert key.search(first).group(1) != key.search(second).group(1)  # type: ignore[union-attr]
+
+
+def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
+    env = dev_env(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "sesame", "serve", "--port", str(free_port())],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "sesame db upgrade" in result.stderr
+
+
+def test_production_mode_refuses_built_in_secrets(tmp_path: Path) -> None:
+    env = dev_env(tmp_path)
+    env["SESAME_ENV"] = "production"
+    result = subprocess.run(
+        [sys.executable, "-m", "sesame", "db", "upgrade"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "SESAME_SECRET_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_staff_create_validates_and_reports_errors(tmp_path: Path) -> None:
+    env = dev_env(tmp_path)
+    run_in(tmp_path, env, "db", "upgrade")
+    created = run_in(
+        tmp_path,
+        env,
+        "staff",
+        "create",
+        "--email",
+        "Ops@Example.test",
+        "--name",
+        "Ops",
+        "--password-stdin",
+        stdin="a long enough password\n",
+    )
+    assert "created platform_admin ops@example.test" in created
+    short = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sesame",
+            "staff",
+            "create",
+            "--email",
+            "x@example.test",
+            "--name",
+            "X",
+            "--password-stdin",
+        ],
+        env=env,
+        cwd=tmp_path,
+        input="short\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert short.returncode == 2
+    assert "password" in short.stderr
+    duplicate = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sesame",
+            "staff",
+            "create",
+            "--email",
+            "ops@example.test",
+            "--name",
+            "X",
+            "--password-stdin",
+        ],
+        env=env,
+        cwd=tmp_path,
+        input="a long enough password\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert duplicate.returncode == 1
+    assert "conflict" in duplicate.stderr

@@ -1,0 +1,56 @@
+"""Settings: sensible defaults, production refuses the built-in secrets."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from sesame.settings import Settings
+
+
+def test_development_defaults_work_out_of_the_box(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SESAME_DATABASE_URL", "SESAME_SECRET_KEY", "SESAME_ENV"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(env="development", _env_file=None)  # type: ignore[call-arg]
+    assert settings.database_url == "sqlite+aiosqlite:///./var/sesame.db"
+    assert settings.default_time_zone == "Asia/Seoul"
+    assert settings.is_sqlite
+
+
+def test_production_refuses_the_development_secret() -> None:
+    with pytest.raises(ValidationError) as error:
+        Settings(
+            env="production", sms_backend="http", sms_http_url="http://sms.test", _env_file=None
+        )  # type: ignore[call-arg]
+    assert "SESAME_SECRET_KEY" in str(error.value)
+
+
+def test_production_refuses_the_console_sms_sender() -> None:
+    with pytest.raises(ValidationError) as error:
+        Settings(env="production", secret_key="x" * 40, _env_file=None)  # type: ignore[call-arg]
+    assert "SESAME_SMS_BACKEND" in str(error.value)
+
+
+def test_production_starts_with_real_secrets() -> None:
+    settings = Settings(
+        env="production",
+        secret_key="x" * 40,
+        sms_backend="http",
+        sms_http_url="http://sms.test",
+        _env_file=None,
+    )  # type: ignore[call-arg]
+    assert settings.secret_key.get_secret_value() not in repr(settings)
+
+
+def test_plain_database_urls_get_the_async_driver() -> None:
+    pg = Settings(env="development", database_url="postgresql://u@db:5432/sesame", _env_file=None)  # type: ignore[call-arg]
+    assert pg.database_url == "postgresql+asyncpg://u@db:5432/sesame"
+    lite = Settings(env="development", database_url="sqlite:///data/s.db", _env_file=None)  # type: ignore[call-arg]
+    assert lite.database_url == "sqlite+aiosqlite:///data/s.db"
+    with pytest.raises(ValidationError):
+        Settings(env="development", database_url="mysql://x", _env_file=None)  # type: ignore[call-arg]
+
+
+def test_unknown_default_time_zone_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        Settings(env="development", default_time_zone="Nowhere/City", _env_file=None)  # type: ignore[call-arg]
