@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -247,19 +250,24 @@ class ServerProcess:
         self.log.close()
 
 
-def run_cli(env: dict[str, str], *args: str, stdin: str = "") -> str:
-    import os
-    import subprocess
-    import sys
-
-    result = subprocess.run(
+def sesame_command(
+    env: dict[str, str], *args: str, stdin: str = "", cwd: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``sesame`` command as an operator would; the caller checks the outcome."""
+    return subprocess.run(
         [sys.executable, "-m", "sesame", *args],
         env={**os.environ, **env},
+        cwd=cwd,
         input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def run_cli(env: dict[str, str], *args: str, stdin: str = "", cwd: str | None = None) -> str:
+    """Run the ``sesame`` command and insist that it succeeds; returns what it printed."""
+    result = sesame_command(env, *args, stdin=stdin, cwd=cwd)
     assert result.returncode == 0, result.stderr + result.stdout
     return result.stdout

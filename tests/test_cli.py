@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 
-from tests.support import ServerProcess, free_port
+from tests.support import ServerProcess, free_port, run_cli, sesame_command
 
 
 def dev_env(directory: Path) -> dict[str, str]:
@@ -21,18 +20,7 @@ def dev_env(directory: Path) -> dict[str, str]:
 
 
 def run_in(directory: Path, env: dict[str, str], *args: str, stdin: str = "") -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "sesame", *args],
-        env=env,
-        cwd=directory,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr + result.stdout
-    return result.stdout
+    return run_cli(env, *args, stdin=stdin, cwd=str(directory))
 
 
 def test_make_run_sequence_serves_the_demo(tmp_path: Path) -> None:
@@ -86,32 +74,16 @@ def test_demo_twice_keeps_one_complex_and_fresh_credentials(tmp_path: Path) -> N
 
 
 def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
-    env = dev_env(tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-m", "sesame", "serve", "--port", str(free_port())],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = sesame_command(
+        dev_env(tmp_path), "serve", "--port", str(free_port()), cwd=str(tmp_path)
     )
     assert result.returncode == 1
     assert "sesame db upgrade" in result.stderr
 
 
 def test_production_mode_refuses_built_in_secrets(tmp_path: Path) -> None:
-    env = dev_env(tmp_path)
-    env["SESAME_ENV"] = "production"
-    result = subprocess.run(
-        [sys.executable, "-m", "sesame", "db", "upgrade"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env = dev_env(tmp_path) | {"SESAME_ENV": "production"}
+    result = sesame_command(env, "db", "upgrade", cwd=str(tmp_path))
     assert result.returncode == 2
     assert "SESAME_SECRET_KEY" in result.stderr
     assert "Traceback" not in result.stderr
@@ -120,62 +92,27 @@ def test_production_mode_refuses_built_in_secrets(tmp_path: Path) -> None:
 def test_staff_create_validates_and_reports_errors(tmp_path: Path) -> None:
     env = dev_env(tmp_path)
     run_in(tmp_path, env, "db", "upgrade")
-    created = run_in(
-        tmp_path,
-        env,
-        "staff",
-        "create",
-        "--email",
-        "Ops@Example.test",
-        "--name",
-        "Ops",
-        "--password-stdin",
-        stdin="a long enough password\n",
-    )
-    assert "created platform_admin ops@example.test" in created
-    short = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sesame",
+
+    def create(email: str, password: str) -> subprocess.CompletedProcess[str]:
+        return sesame_command(
+            env,
             "staff",
             "create",
             "--email",
-            "x@example.test",
+            email,
             "--name",
-            "X",
+            "Ops",
             "--password-stdin",
-        ],
-        env=env,
-        cwd=tmp_path,
-        input="short\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+            stdin=password + "\n",
+            cwd=str(tmp_path),
+        )
+
+    created = create("Ops@Example.test", "a long enough password")
+    assert created.returncode == 0, created.stderr
+    assert "created platform_admin ops@example.test" in created.stdout
+    short = create("x@example.test", "short")
     assert short.returncode == 2
     assert "password" in short.stderr
-    duplicate = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sesame",
-            "staff",
-            "create",
-            "--email",
-            "ops@example.test",
-            "--name",
-            "X",
-            "--password-stdin",
-        ],
-        env=env,
-        cwd=tmp_path,
-        input="a long enough password\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    duplicate = create("ops@example.test", "a long enough password")
     assert duplicate.returncode == 1
     assert "conflict" in duplicate.stderr
