@@ -19,10 +19,10 @@ install: $(STAMP)
 run: $(STAMP)  ## migrate, seed the demo and serve on http://127.0.0.1:8000
 	SESAME_ENV=$${SESAME_ENV:-development} $(BIN)/sesame db upgrade
 	SESAME_ENV=$${SESAME_ENV:-development} $(BIN)/sesame demo
-	SESAME_ENV=$${SESAME_ENV:-development} exec $(BIN)/sesame serve
+	SESAME_ENV=$${SESAME_ENV:-development} exec $(BIN)/sesame serve --simulate var/demo-devices.json
 
 test: $(STAMP)  ## the whole suite, on SQLite and on PostgreSQL
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## load figures (needs wrk and hey: apt-get install wrk hey)
 	$(BIN)/python bench/api_throughput.py

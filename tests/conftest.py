@@ -20,6 +20,7 @@ import pytest
 
 from sesame.app import create_app
 from sesame.auth.sms import MemorySmsSender
+from sesame.kit.logging import configure_logging
 from sesame.migrations import upgrade
 from sesame.runtime import Runtime, build_runtime
 from sesame.settings import Settings
@@ -30,6 +31,8 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "SESAME_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 BACKENDS = ["sqlite", "postgresql"]
+
+configure_logging("warning", "console")
 
 
 async def _postgres_reachable() -> bool:
@@ -97,6 +100,7 @@ def test_settings(database_url: str, **overrides: object) -> Settings:
         "secret_key": "test-secret-key-with-at-least-32-characters!",
         "log_level": "warning",
         "database_pool_size": 5,
+        "gateway_enabled": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -145,6 +145,16 @@ async def _populate_site(api: Api, token: str, site_id: str, partner_id: str) ->
     household = await api.create(
         "/v1/households", token, {"person_id": person["id"], "unit_id": unit["id"], "role": "owner"}
     )
+    device = await api.create(
+        "/v1/devices",
+        token,
+        {
+            "site_id": site_id,
+            "kind": "entrance_reader",
+            "name": "reader",
+            "entrance_id": entrance["id"],
+        },
+    )
     return {
         "site": site_id,
         "building": building["id"],
@@ -152,6 +162,7 @@ async def _populate_site(api: Api, token: str, site_id: str, partner_id: str) ->
         "entrance": entrance["id"],
         "person": person["id"],
         "household": household["id"],
+        "device": device["id"],
     }
 
 
@@ -189,7 +200,7 @@ async def make_world(api: Api, admin: str, runtime: Runtime) -> World:
         {
             "partner_id": partner["id"],
             "name": "integration",
-            "scopes": ["partners:write", "sites:write", "people:write"],
+            "scopes": ["partners:write", "sites:write", "people:write", "devices:write"],
         },
     )
     world.api_key = key

@@ -15,7 +15,14 @@ from tests.support import ServerProcess, free_port, run_cli, sesame_command
 def dev_env(directory: Path) -> dict[str, str]:
     """Development mode with every default, as ``make run`` starts it, in ``directory``."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("SESAME_")}
-    env.update({"SESAME_ENV": "development", "SESAME_TEST_CWD": str(directory)})
+    env.update(
+        {
+            "SESAME_ENV": "development",
+            "SESAME_TEST_CWD": str(directory),
+            # The embedded broker on a port of its own, not the default one.
+            "SESAME_MQTT_BIND": f"127.0.0.1:{free_port()}",
+        }
+    )
     return env
 
 
@@ -32,10 +39,17 @@ def test_make_run_sequence_serves_the_demo(tmp_path: Path) -> None:
     api_key = re.search(r"(ses_[0-9a-f]{12}_\S+)", printed).group(1)  # type: ignore[union-attr]
     manager_password = re.search(r"manager@demo\.sesame\.dev\s+(\S+)", printed).group(1)  # type: ignore[union-attr]
 
-    server = ServerProcess(env, free_port())
+    open_url = re.search(r'"\S+(/v1/entrances/\S+/open\?wait=5)"', printed).group(1)  # type: ignore[union-attr]
+
+    server = ServerProcess(env, free_port(), args=("--simulate", "var/demo-devices.json"))
     try:
         server.wait_ready()
         with httpx.Client(base_url=server.base_url, timeout=10) as client:
+            # The newcomer's first door: the printed command opens the simulated entrance.
+            opened = client.post(open_url, headers={"Authorization": f"Bearer {api_key}"})
+            assert opened.status_code == 201, opened.text
+            assert opened.json()["status"] == "success"
+            assert opened.json()["was_confirmed_by_device"] is True
             sites = client.get("/v1/sites", headers={"Authorization": f"Bearer {api_key}"})
             assert sites.status_code == 200
             [site] = sites.json()["items"]
@@ -50,8 +64,11 @@ def test_make_run_sequence_serves_the_demo(tmp_path: Path) -> None:
                 params={"site_id": site["id"]},
                 headers={"Authorization": f"Bearer {api_key}"},
             )
-            assert {e["kind"] for e in entrances.json()["items"]} == {"common_entrance"}
-            assert len(entrances.json()["items"]) == 2
+            kinds = sorted(e["kind"] for e in entrances.json()["items"])
+            assert kinds == ["common_entrance", "common_entrance", "unit_door"]
+            devices = client.get("/v1/devices", headers={"Authorization": f"Bearer {api_key}"})
+            assert len(devices.json()["items"]) == 5
+            assert all(d["online"] for d in devices.json()["items"])
             login = client.post(
                 "/v1/auth/login",
                 json={"email": "manager@demo.sesame.dev", "password": manager_password},

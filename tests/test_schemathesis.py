@@ -35,6 +35,7 @@ async def served(
         "SESAME_ENV": "development",
         "SESAME_DATABASE_URL": url,
         "SESAME_LOG_LEVEL": "warning",
+        "SESAME_MQTT_BIND": f"127.0.0.1:{free_port()}",
         "SESAME_TEST_CWD": str(directory),
     }
     run_cli(

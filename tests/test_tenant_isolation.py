@@ -22,6 +22,7 @@ RESOURCES = {
     "household": ("/v1/households", {"role": "member"}),
     "staff_account": ("/v1/staff", {"name": "renamed"}),
     "api_key": ("/v1/api-keys", {"name": "renamed"}),
+    "device": ("/v1/devices", {"name": "renamed"}),
 }
 ROLES = ("partner_admin", "site_manager", "installer", "api_key")
 
@@ -38,6 +39,7 @@ ALLOWED = {
         "household": "rw",
         "staff_account": "",
         "api_key": "",
+        "device": "rw",
     },
     "installer": {
         "partner": "r",
@@ -49,6 +51,7 @@ ALLOWED = {
         "household": "",
         "staff_account": "",
         "api_key": "",
+        "device": "rw",
     },
     "api_key": {
         "partner": "rw",
@@ -60,6 +63,7 @@ ALLOWED = {
         "household": "rw",
         "staff_account": "",
         "api_key": "",
+        "device": "rw",
     },
 }
 
@@ -101,7 +105,7 @@ async def test_another_partners_objects_are_invisible(
 @pytest.mark.parametrize("role", ["site_manager", "installer"])
 async def test_site_staff_see_only_their_sites(api: Api, world: World, role: str) -> None:
     token = world.tokens[role]
-    for resource in ("site", "building", "unit", "entrance", "person", "household"):
+    for resource in ("site", "building", "unit", "entrance", "person", "household", "device"):
         path = RESOURCES[resource][0]
         foreign_id = world.other_site_ids[resource]
         expected = _denied_status(role, resource)

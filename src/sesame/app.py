@@ -14,6 +14,8 @@ from sesame.api import errors, openapi
 from sesame.api.health import router as health_router
 from sesame.auth.endpoints import api_keys_router, auth_router, me_router
 from sesame.auth.repository import purge_expired
+from sesame.devices.endpoints import routers as devices_routers
+from sesame.devices.lifecycle import start_devices, stop_devices
 from sesame.kit.logging import configure_logging, get_logger
 from sesame.kit.middleware import ObservabilityMiddleware
 from sesame.partners.endpoints import router as partners_router
@@ -49,6 +51,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     *people_routers,
     staff_router,
     api_keys_router,
+    *devices_routers,
 )
 
 
@@ -84,13 +87,20 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         gc.freeze()
         gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
         maintenance = asyncio.create_task(_maintenance(runtime))
-        log.info("started", version=__version__, database=runtime.engine.dialect.name)
+        await start_devices(runtime)
+        log.info(
+            "started",
+            version=__version__,
+            database=runtime.engine.dialect.name,
+            broker=runtime.settings.broker_url if runtime.gateway else None,
+        )
         try:
             yield
         finally:
             maintenance.cancel()
             with suppress(asyncio.CancelledError):
                 await maintenance
+            await stop_devices(runtime)
             if owns_runtime:
                 await runtime.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import sys
 from pathlib import Path
@@ -19,8 +20,29 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 staff_app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
+broker_app = typer.Typer(help="The MQTT broker devices connect to.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(staff_app, name="staff")
+app.add_typer(broker_app, name="broker")
+protocol_app = typer.Typer(help="The device protocol.", no_args_is_help=True)
+app.add_typer(protocol_app, name="protocol")
+
+
+@protocol_app.command("docs")
+def protocol_docs(
+    path: Annotated[Path, typer.Option(help="The protocol document.")] = Path("docs/protocol.md"),
+    check: Annotated[bool, typer.Option(help="Only check that it is current.")] = False,
+) -> None:
+    """Regenerate the message schemas and action tables in the protocol document."""
+    from sesame.devices.protocol_doc import is_current, update
+
+    if check:
+        if not is_current(path):
+            typer.echo(f"{path} is stale; run `sesame protocol docs`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{path} is current")
+        return
+    typer.echo(f"{path} {'updated' if update(path) else 'already current'}")
 
 
 def _settings(**overrides: object) -> Settings:
@@ -59,12 +81,21 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     workers: Annotated[int | None, typer.Option(help="Server processes.")] = None,
+    simulate: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also run the simulated devices listed in this file (see `sesame demo`)."
+        ),
+    ] = None,
 ) -> None:
-    """Serve the HTTP API (and, as later features arrive, the gateway and workers)."""
-    import uvicorn
+    """Serve the HTTP API, the device gateway and (by default) an embedded MQTT broker."""
+    import os
+    import subprocess
 
     from sesame.kit.metrics import prepare_multiprocess_dir
 
+    if simulate is not None:
+        os.environ["SESAME_SIMULATE_DEVICES_FILE"] = str(simulate)
     settings = _settings(host=host, port=port, workers=workers)
     if not asyncio.run(_schema_is_current(settings)):
         typer.echo(
@@ -73,8 +104,27 @@ def serve(
             err=True,
         )
         raise typer.Exit(1)
+    broker: subprocess.Popen[bytes] | None = None
     if settings.workers > 1:
         prepare_multiprocess_dir(Path("var") / f"metrics-{settings.port}")
+        if settings.gateway_enabled and settings.mqtt_url is None:
+            # One broker for all workers: in a process of its own.
+            broker = subprocess.Popen([sys.executable, "-m", "sesame", "broker", "run"])
+            os.environ["SESAME_MQTT_URL"] = f"mqtt://{settings.mqtt_bind}"
+            if simulate is not None:
+                typer.echo("--simulate runs in one process only; use `sesame sim`", err=True)
+                os.environ.pop("SESAME_SIMULATE_DEVICES_FILE")
+    try:
+        _run_uvicorn(settings)
+    finally:
+        if broker is not None:
+            broker.terminate()
+            broker.wait(timeout=15)
+
+
+def _run_uvicorn(settings: Settings) -> None:
+    import uvicorn
+
     uvicorn.run(
         "sesame.app:create_app",
         factory=True,
@@ -87,6 +137,118 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+
+
+@broker_app.command("run")
+def broker_run() -> None:
+    """Run the embedded broker alone (what `serve --workers N` does for its workers)."""
+    from sesame.devices.lifecycle import embedded_broker
+    from sesame.kit.logging import configure_logging
+    from sesame.runtime import build_runtime
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run() -> None:
+        runtime = build_runtime(settings)
+        broker = embedded_broker(runtime)
+        await broker.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await broker.stop()
+            await runtime.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+@broker_app.command("config")
+def broker_config(
+    output: Annotated[Path, typer.Option(help="Directory for mosquitto.conf, passwords, acl.")],
+    listen: Annotated[str, typer.Option(help="Listener address of the broker.")] = "0.0.0.0:1883",
+    user: Annotated[
+        str | None, typer.Option(help="User Mosquitto runs as, if not its default 'mosquitto'.")
+    ] = None,
+) -> None:
+    """Write a Mosquitto configuration that enforces device credentials and topics."""
+    from sesame.devices.broker import MosquittoConfig
+    from sesame.devices.service import mosquitto_passwords
+    from sesame.runtime import build_runtime
+
+    settings = _settings()
+
+    async def passwords() -> dict[str, str]:
+        runtime = build_runtime(settings)
+        try:
+            async with runtime.read_session_factory() as session:
+                return await mosquitto_passwords(session, runtime)
+        finally:
+            await runtime.close()
+
+    found = asyncio.run(passwords())
+    conf = MosquittoConfig(listener=listen, passwords=found, user=user).write(output)
+    typer.echo(
+        f"wrote {conf} for {len(found) - 1} devices; run `mosquitto -c {conf}`; "
+        "set SESAME_MOSQUITTO_CONFIG_DIR (and SESAME_MOSQUITTO_PID_FILE) to keep its "
+        "passwords current"
+    )
+
+
+@app.command()
+def sim(
+    file: Annotated[
+        Path,
+        typer.Option(
+            help="Devices to simulate: JSON from `sesame demo` or "
+            "provisioning ({device_id, kind, password, url})."
+        ),
+    ],
+    heartbeat: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 30.0,
+    drop_results: Annotated[float, typer.Option(help="Probability a result is lost.")] = 0.0,
+    result_delay: Annotated[float, typer.Option(help="Seconds before each result.")] = 0.0,
+    duplicate_events: Annotated[
+        float, typer.Option(help="Probability an event is sent twice.")
+    ] = 0.0,
+    clock_offset: Annotated[float, typer.Option(help="Seconds the clocks are off.")] = 0.0,
+    disconnect_every: Annotated[
+        float, typer.Option(help="Drop every connection this often (seconds; 0: never).")
+    ] = 0.0,
+) -> None:
+    """Run simulated devices against any broker until interrupted."""
+    import random
+
+    from sesame.kit.logging import configure_logging
+    from sesame.simulators import Faults, load_fleet, start_fleet
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    faults = Faults(
+        drop_results=drop_results,
+        result_delay=result_delay,
+        duplicate_events=duplicate_events,
+        clock_offset=clock_offset,
+    )
+
+    async def run() -> None:
+        fleet = load_fleet(file, faults=faults, heartbeat_interval=heartbeat)
+        await start_fleet(fleet)
+        typer.echo(f"{len(fleet)} simulated devices connected; Ctrl-C to stop")
+        try:
+            while True:
+                if disconnect_every > 0:
+                    await asyncio.sleep(disconnect_every)
+                    for device in fleet:
+                        if random.random() < 0.5:  # noqa: S311 - a storm, not security
+                            await device.drop_connection()
+                else:
+                    await asyncio.Event().wait()
+        finally:
+            for device in fleet:
+                await device.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
 
 
 @db_app.command("upgrade")
@@ -171,7 +333,7 @@ async def _create_staff(settings: Settings, data: object) -> str:
 @app.command()
 def demo() -> None:
     """Seed (or refresh) the demo complex and print how to reach it."""
-    from sesame.demo import DemoCredentials, seed_demo
+    from sesame.demo import DEVICES_FILE, DemoCredentials, seed_demo
     from sesame.kit.logging import configure_logging
     from sesame.runtime import build_runtime
 
@@ -203,6 +365,10 @@ def demo() -> None:
                 "/v1/auth/codes/verify with the code"
                 + (" printed on the server's console" if settings.sms_backend == "console" else ""),
                 *(f"    {phone}  {name}" for phone, name in credentials.residents),
+                f"  Simulated devices ({len(credentials.devices)}, credentials in "
+                f"{DEVICES_FILE}); `make run` starts them. Open the 101동 entrance:",
+                f'    curl -X POST -H "Authorization: Bearer {credentials.api_key}" '
+                f'"{url}/v1/entrances/{credentials.open_entrance_id}/open?wait=5"',
                 "",
             ]
         )

@@ -9,17 +9,24 @@ the old one, so the printed credentials always work.
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sesame.auth.api_keys import ApiKeyService
 from sesame.auth.principal import API_KEY_SCOPES, Principal
 from sesame.auth.service import create_api_key
+from sesame.devices.repository import DeviceRepository
+from sesame.devices.schemas import DeviceCreate
+from sesame.devices.service import DeviceService
 from sesame.kit.db import write_intent
 from sesame.kit.repository import TenantScope
 from sesame.kit.security import hash_password
 from sesame.models import (
+    DeviceKind,
+    DeviceStatus,
     EntranceKind,
     HouseholdRole,
     PartnerKind,
@@ -69,6 +76,9 @@ PLATFORM = Principal(
 )
 
 
+DEVICES_FILE = Path("var") / "demo-devices.json"
+
+
 @dataclass
 class DemoCredentials:
     partner_id: str = ""
@@ -77,6 +87,8 @@ class DemoCredentials:
     api_key: str = ""
     residents: list[tuple[str, str]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    devices: list[dict[str, str]] = field(default_factory=list)
+    open_entrance_id: str = ""
 
 
 def unit_name(floor: int, number: int) -> str:
@@ -210,11 +222,86 @@ async def seed_demo(runtime: Runtime) -> DemoCredentials:
                 scopes=list(API_KEY_SCOPES),
                 expires_at=None,
             )
+            out.devices = await _demo_devices(session, runtime, site.id, units)
             out.counts = {
                 "buildings": len(BUILDINGS),
                 "units": len(units),
-                "entrances": len(BUILDINGS),
+                "entrances": len(BUILDINGS) + 1,
                 "residents": len(RESIDENTS),
+                "devices": len(out.devices),
             }
+            out.open_entrance_id = out.devices[0]["entrance_id"]
             await session.commit()
     return out
+
+
+async def _demo_devices(
+    session: Any, runtime: Runtime, site_id: Any, units: dict[tuple[str, str], Any]
+) -> list[dict[str, str]]:
+    """A reader per common entrance, a door lock and a doorbell at 101동 1001호, and an
+    elevator agent; fresh credentials for each, written to ``var/demo-devices.json`` for
+    the simulators."""
+    scope = TenantScope.platform()
+    args: tuple[Any, Principal, Runtime] = (session, PLATFORM, runtime)
+    entrances = EntranceRepository(session)
+    unit = units[("101동", "1001호")]
+    unit_door = await entrances.find_by(scope, site_id=site_id, name="101동 1001호 현관")
+    if unit_door is None:
+        unit_door = await EntranceService(*args).create(
+            EntranceCreate(
+                site_id=site_id,
+                name="101동 1001호 현관",
+                kind=EntranceKind.UNIT_DOOR,
+                unit_id=unit.id,
+            )
+        )
+    wanted: list[tuple[str, DeviceKind, Any, Any]] = []
+    for building_name in BUILDINGS:
+        entrance = await entrances.find_by(scope, site_id=site_id, name=f"{building_name} 공동현관")
+        wanted.append(
+            (
+                f"{building_name} 공동현관 리더",
+                DeviceKind.ENTRANCE_READER,
+                entrance.id if entrance else None,
+                None,
+            )
+        )
+    wanted += [
+        ("101동 1001호 도어락", DeviceKind.DOOR_LOCK, unit_door.id, unit.id),
+        ("101동 1001호 초인종", DeviceKind.DOORBELL, None, unit.id),
+        ("101동 엘리베이터 에이전트", DeviceKind.ELEVATOR_AGENT, None, None),
+    ]
+    service = DeviceService(*args)
+    fleet = []
+    for name, kind, entrance_id, unit_id in wanted:
+        device = await DeviceRepository(session).find_by(
+            scope, site_id=site_id, name=name, status=DeviceStatus.ACTIVE
+        )
+        if device is None:
+            device, secret = await service.provision(
+                DeviceCreate(
+                    site_id=site_id,
+                    kind=kind,
+                    name=name,
+                    vendor="sesame",
+                    model="simulator",
+                    entrance_id=entrance_id,
+                    unit_id=unit_id,
+                )
+            )
+        else:
+            device, secret = await service.rotate_credentials(device.id)
+        fleet.append(
+            {
+                "device_id": str(device.id),
+                "kind": kind.value,
+                "name": name,
+                "password": secret,
+                "url": runtime.settings.device_broker_url,
+                "entrance_id": str(entrance_id or ""),
+            }
+        )
+    DEVICES_FILE.parent.mkdir(parents=True, exist_ok=True)
+    DEVICES_FILE.write_text(json.dumps(fleet, ensure_ascii=False, indent=2))
+    DEVICES_FILE.chmod(0o600)
+    return fleet

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sesame.auth.cache import CredentialCache
 from sesame.kit.clock import Clock, SystemClock
 from sesame.kit.db import create_engine, create_read_session_factory, create_session_factory
-from sesame.kit.security import derive_key
+from sesame.kit.security import b64url, derive_key
 from sesame.settings import Settings
 
 
@@ -26,6 +26,7 @@ class Keys:
     access_tokens: bytes
     one_time_codes: bytes
     idempotency: bytes
+    mqtt_gateway_password: str
 
     @classmethod
     def derive(cls, secret: str) -> Keys:
@@ -33,6 +34,7 @@ class Keys:
             access_tokens=derive_key(secret, "access-tokens"),
             one_time_codes=derive_key(secret, "one-time-codes"),
             idempotency=derive_key(secret, "idempotency-records"),
+            mqtt_gateway_password=b64url(derive_key(secret, "mqtt-gateway")),
         )
 
 
@@ -46,6 +48,10 @@ class Runtime:
     keys: Keys
     sms_sender: Any
     credential_cache: CredentialCache
+    # Started by the app's lifespan when devices are enabled.
+    gateway: Any = None
+    broker: Any = None
+    simulators: Any = None
 
     async def close(self) -> None:
         closer = getattr(self.sms_sender, "aclose", None)

@@ -70,6 +70,18 @@ class Settings(BaseSettings):
 
     default_time_zone: str = "Asia/Seoul"
 
+    # Devices and MQTT. Without SESAME_MQTT_URL an embedded broker listens on mqtt_bind.
+    mqtt_url: str | None = None
+    mqtt_bind: str = "127.0.0.1:1884"
+    mqtt_device_url: str | None = None  # the broker address devices are told to use
+    gateway_enabled: bool = True
+    device_heartbeat_timeout_seconds: float = Field(default=90.0, gt=0)
+    # With a local Mosquitto: rewrite its password file here and SIGHUP it on changes.
+    mosquitto_config_dir: str | None = None
+    mosquitto_pid_file: str | None = None
+    # Development: run the simulated devices listed in this file inside `sesame serve`.
+    simulate_devices_file: str | None = None
+
     @field_validator("default_time_zone")
     @classmethod
     def _known_time_zone(cls, value: str) -> str:
@@ -115,6 +127,15 @@ class Settings(BaseSettings):
                 + "; ".join(problems)
             )
         return self
+
+    @property
+    def broker_url(self) -> str:
+        """Where the gateway connects: the external broker, or the embedded one."""
+        return self.mqtt_url or f"mqtt://{self.mqtt_bind}"
+
+    @property
+    def device_broker_url(self) -> str:
+        return self.mqtt_device_url or self.broker_url
 
     @property
     def is_sqlite(self) -> bool:

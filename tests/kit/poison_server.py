@@ -25,7 +25,7 @@ def poison(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     database_url, port = sys.argv[1], int(sys.argv[2])
-    settings = Settings(env="development", database_url=database_url)
+    settings = Settings(env="development", database_url=database_url, gateway_enabled=False)
     configure_logging("info", "json", extra_processors=[poison])
     app = create_app(runtime=build_runtime(settings))
     uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)

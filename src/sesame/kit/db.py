@@ -10,7 +10,7 @@ it later tries to write after another writer committed.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,6 +120,23 @@ def create_read_session_factory(engine: AsyncEngine) -> async_sessionmaker[Async
     """
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     return async_sessionmaker(autocommit, expire_on_commit=False, autoflush=False)
+
+
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run ``callback`` once the session's current transaction has committed.
+
+    For effects outside the database that must not happen for work that is rolled back:
+    publishing a command, disconnecting a device. The edge that commits runs them.
+    """
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+def take_after_commit(session: AsyncSession) -> list[AfterCommit]:
+    callbacks: list[AfterCommit] = session.info.pop("after_commit", [])
+    return callbacks
 
 
 async def ping(engine: AsyncEngine) -> None:

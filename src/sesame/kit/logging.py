@@ -220,7 +220,15 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric_level)
-    for noisy in ("uvicorn.access", "sqlalchemy.engine", "aiosqlite", "asyncio"):
+    for noisy in (
+        "uvicorn.access",
+        "sqlalchemy.engine",
+        "aiosqlite",
+        "asyncio",
+        "gmqtt",
+        "amqtt",
+        "transitions",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = True
     # uvicorn installs its own handlers; let them propagate to ours instead.

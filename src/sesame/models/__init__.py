@@ -2,6 +2,16 @@
 
 from sesame.models.auth import ApiKey, AuthSession, OtpChallenge, RefreshToken, SubjectKind
 from sesame.models.base import Base
+from sesame.models.devices import (
+    ActionAttempt,
+    AttemptPhase,
+    AttemptStatus,
+    Device,
+    DeviceEventRecord,
+    DeviceKind,
+    DeviceStatus,
+)
+from sesame.models.outbox import OutboxMessage
 from sesame.models.people import Household, HouseholdRole, Person, PersonKind
 from sesame.models.platform import IdempotencyRecord, RateLimitCounter
 from sesame.models.sites import Building, Entrance, EntranceKind, Site, SiteKind, Unit
@@ -9,16 +19,24 @@ from sesame.models.staff import StaffAccount, StaffRole, StaffSiteScope
 from sesame.models.tenancy import Partner, PartnerKind
 
 __all__ = [
+    "ActionAttempt",
     "ApiKey",
+    "AttemptPhase",
+    "AttemptStatus",
     "AuthSession",
     "Base",
     "Building",
+    "Device",
+    "DeviceEventRecord",
+    "DeviceKind",
+    "DeviceStatus",
     "Entrance",
     "EntranceKind",
     "Household",
     "HouseholdRole",
     "IdempotencyRecord",
     "OtpChallenge",
+    "OutboxMessage",
     "Partner",
     "PartnerKind",
     "Person",

@@ -1,0 +1,1 @@
+"""Devices: registry and provisioning, the MQTT gateway, action attempts, presence, events."""

@@ -1,0 +1,427 @@
+"""Action attempts: every command is persisted, sent at most one at a time per device,
+never run late, retried only for transport loss, and can be awaited.
+
+Life of an attempt: ``pending/queued`` → ``pending/sent`` → ``success`` | ``error`` |
+``expired`` (phase ``done``).
+
+- **Persisted before sent.** ``submit`` writes the attempt in the request's transaction;
+  the command is published only after that commits.
+- **One in flight per device, in order.** ``dispatch`` locks the device row, and sends the
+  oldest queued attempt only if none is in flight. Any process may call it at any time;
+  the lock makes that safe with several workers.
+- **Never late.** A queued attempt past ``expires_at`` becomes ``expired`` and is never
+  sent; a device rejects a command that reaches it after ``expires_at``.
+- **Retries only for transport loss.** With no result ``ack_timeout`` after a send, the
+  same command (same id, which devices deduplicate) is published again, after capped
+  exponential backoff with full jitter, and only while the per-device and overall retry
+  budgets allow. A device that answers, even with a failure, is never retried.
+- **Awaitable.** ``wait`` returns when the attempt finishes or the caller's deadline
+  passes (measured on a monotonic clock), whichever is first. Results wake waiters in the
+  process that hears them at once; a half-second poll covers attempts finished by
+  another process.
+- **Crash-safe.** A sweeper in every process expires overdue attempts, times out sent
+  ones whose result never came, and resumes queues (after a device reconnects, or after
+  the process that held them died).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sesame.devices import protocol
+from sesame.devices.drivers import driver_for
+from sesame.devices.repository import AttemptRepository, DeviceRepository
+from sesame.kit.db import write_intent
+from sesame.kit.errors import Conflict
+from sesame.kit.ids import new_id
+from sesame.kit.logging import get_logger
+from sesame.kit.retry import RetryBudget, backoff_delay
+from sesame.models import ActionAttempt, AttemptPhase, AttemptStatus, Device, DeviceStatus
+from sesame.outbox import repository as outbox
+from sesame.runtime import Runtime
+
+log = get_logger("sesame.attempts")
+
+POLL_SECONDS = 0.5
+
+Publish = Callable[[str, bytes, int], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Timing:
+    ack_timeout: float = 1.5  # no result this long after a send: assume it was lost
+    retry_base: float = 0.25
+    retry_cap: float = 4.0
+    result_grace: float = 1.0  # a result may still arrive this long after expires_at
+
+
+class AttemptEngine:
+    def __init__(
+        self,
+        runtime: Runtime,
+        publish: Publish,
+        *,
+        is_connected: Callable[[], bool],
+        timing: Timing | None = None,
+        budget: RetryBudget | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self._publish = publish
+        self._is_connected = is_connected
+        self.timing = timing or Timing()
+        self.budget = budget or RetryBudget()
+        self._done: dict[UUID, asyncio.Event] = {}
+        self._waiting: dict[UUID, int] = {}
+        self._finished: dict[UUID, ActionAttempt] = {}
+        self._watchers: dict[UUID, asyncio.Task[None]] = {}
+        self.retries_sent = 0
+
+    # -- submitting -------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        session: AsyncSession,
+        device: Device,
+        action: str,
+        params: dict[str, Any],
+        *,
+        ttl_seconds: int | None,
+        requested_by: str | None,
+    ) -> tuple[ActionAttempt, protocol.Command | None]:
+        """Persist an attempt in the caller's transaction.
+
+        Returns the command to publish when the device can take it right away (nothing in
+        flight, online); the caller publishes it with ``sent`` after committing. Otherwise
+        the attempt waits in the queue and the caller calls ``dispatch`` after committing.
+        """
+        if device.status is not DeviceStatus.ACTIVE:
+            raise Conflict("the device is decommissioned", device_id=str(device.id))
+        now = self.runtime.clock.now()
+        attempt_id = new_id()
+        command = driver_for(device.kind).build_command(
+            action, params, command_id=attempt_id, now=now, ttl_seconds=ttl_seconds
+        )
+        attempt = ActionAttempt(
+            id=attempt_id,
+            partner_id=device.partner_id,
+            site_id=device.site_id,
+            device_id=device.id,
+            action=action,
+            params=command.params,
+            created_at=now,
+            expires_at=command.expires_at,
+            requested_by=requested_by,
+            status=AttemptStatus.PENDING,
+            phase=AttemptPhase.QUEUED,
+            send_count=0,
+        )
+        attempts = AttemptRepository(session)
+        locked = await DeviceRepository(session).locked(device.id)
+        send_now = (
+            locked is not None
+            and locked.online
+            and self._is_connected()
+            and not await attempts.has_in_flight(device.id)
+            and await attempts.oldest_queued(device.id) is None
+        )
+        if send_now:
+            attempt.phase = AttemptPhase.SENT
+            attempt.send_count = 1
+            attempt.first_sent_at = attempt.last_sent_at = now
+        await attempts.add(attempt)
+        return attempt, command if send_now else None
+
+    async def sent(self, attempt: ActionAttempt, command: protocol.Command) -> None:
+        """Publish a command whose attempt is committed as sent, and watch for its result."""
+        self.budget.record_request(attempt.device_id)
+        await self._send(attempt.device_id, command)
+        self._watch(attempt.id, attempt.device_id, command)
+
+    async def _send(self, device_id: UUID, command: protocol.Command) -> None:
+        try:
+            await self._publish(
+                protocol.topic(device_id, protocol.Channel.COMMANDS),
+                protocol.encode(command),
+                protocol.QOS[protocol.Channel.COMMANDS],
+            )
+        except Exception as exc:  # the watcher retries within the budget
+            log.warning(
+                "command_publish_failed", device_id=str(device_id), error_type=type(exc).__name__
+            )
+
+    async def dispatch(self, device_id: UUID) -> None:
+        """Send the device's next queued attempt if it has none in flight; expire stale ones."""
+        while True:
+            command: protocol.Command | None = None
+            attempt: ActionAttempt | None = None
+            expired: ActionAttempt | None = None
+            with write_intent():
+                async with self.runtime.session_factory() as session:
+                    device = await DeviceRepository(session).locked(device_id)
+                    attempts = AttemptRepository(session)
+                    if device is None or await attempts.has_in_flight(device_id):
+                        return
+                    queued = await attempts.oldest_queued(device_id)
+                    if queued is None:
+                        return
+                    now = self.runtime.clock.now()
+                    if queued.expires_at <= now or device.status is not DeviceStatus.ACTIVE:
+                        expired = await self._expire(session, queued.id, device, now)
+                    elif not device.online or not self._is_connected():
+                        return
+                    else:
+                        queued.phase = AttemptPhase.SENT
+                        queued.send_count += 1
+                        queued.first_sent_at = queued.first_sent_at or now
+                        queued.last_sent_at = now
+                        attempt = queued
+                        command = protocol.Command(
+                            command_id=queued.id,
+                            action=queued.action,
+                            params=queued.params,
+                            issued_at=queued.created_at,
+                            expires_at=queued.expires_at,
+                        )
+                    await session.commit()
+            if expired is not None:
+                self._notify(expired)
+                continue
+            if attempt is not None and command is not None:
+                await self.sent(attempt, command)
+            return
+
+    # -- results, timeouts, expiry ------------------------------------------------------------
+
+    async def on_result(self, device_id: UUID, result: protocol.CommandResult) -> None:
+        finished: ActionAttempt | None = None
+        with write_intent():
+            async with self.runtime.session_factory() as session:
+                device = await DeviceRepository(session).by_id(device_id)
+                if device is None:
+                    return
+                outcome = driver_for(device.kind).interpret(result)
+                now = self.runtime.clock.now()
+                finished = await AttemptRepository(session).finish(
+                    result.command_id,
+                    device_id=device_id,
+                    status=outcome.status,
+                    was_confirmed_by_device=outcome.confirmed,
+                    error=outcome.error,
+                    result={"outcome": result.outcome.value, **result.data},
+                    completed_at=now,
+                )
+                if finished is not None:
+                    await outbox.append(session, [self._finished_message(finished)])
+                    await session.commit()
+        if finished is None:
+            log.info(
+                "late_or_unknown_result",
+                device_id=str(device_id),
+                command_id=str(result.command_id),
+            )
+            # Another process may have finished it; wake local waiters to re-read.
+            self._wake(result.command_id)
+            return
+        self._notify(finished)
+        await self.dispatch(device_id)
+
+    async def _expire(
+        self, session: AsyncSession, attempt_id: UUID, device: Device, now: datetime
+    ) -> ActionAttempt | None:
+        reason = (
+            "the device was offline until the command expired"
+            if not device.online
+            else "the command expired before it could be sent"
+        )
+        if device.status is not DeviceStatus.ACTIVE:
+            reason = "the device was decommissioned"
+        finished = await AttemptRepository(session).finish(
+            attempt_id,
+            only_phase=AttemptPhase.QUEUED,
+            status=AttemptStatus.EXPIRED,
+            completed_at=now,
+            error={"type": "command_expired", "message": reason},
+        )
+        if finished is not None:
+            await outbox.append(session, [self._finished_message(finished)])
+        return finished
+
+    async def _time_out(self, attempt_id: UUID, device_id: UUID) -> None:
+        with write_intent():
+            async with self.runtime.session_factory() as session:
+                finished = await AttemptRepository(session).finish(
+                    attempt_id,
+                    only_phase=AttemptPhase.SENT,
+                    status=AttemptStatus.ERROR,
+                    completed_at=self.runtime.clock.now(),
+                    error={
+                        "type": "device_timeout",
+                        "message": "the device did not answer before the command expired",
+                    },
+                )
+                if finished is not None:
+                    await outbox.append(session, [self._finished_message(finished)])
+                    await session.commit()
+        if finished is not None:
+            self._notify(finished)
+        await self.dispatch(device_id)
+
+    def _watch(self, attempt_id: UUID, device_id: UUID, command: protocol.Command) -> None:
+        task = asyncio.create_task(self._watch_loop(attempt_id, device_id, command))
+        self._watchers[attempt_id] = task
+        task.add_done_callback(lambda _: self._watchers.pop(attempt_id, None))
+
+    async def _watch_loop(
+        self, attempt_id: UUID, device_id: UUID, command: protocol.Command
+    ) -> None:
+        """Retry a sent command whose result does not come; time it out at the deadline."""
+        done = self._done_event(attempt_id)
+        self._waiting[attempt_id] = self._waiting.get(attempt_id, 0) + 1
+        try:
+            retries = 0
+            wait = self.timing.ack_timeout
+            deadline = command.expires_at + timedelta(seconds=self.timing.result_grace)
+            while True:
+                remaining = (deadline - self.runtime.clock.now()).total_seconds()
+                try:
+                    await asyncio.wait_for(done.wait(), timeout=max(0.0, min(wait, remaining)))
+                    return
+                except TimeoutError:
+                    pass
+                now = self.runtime.clock.now()
+                if now >= deadline:
+                    await self._time_out(attempt_id, device_id)
+                    return
+                if (
+                    now < command.expires_at
+                    and self._is_connected()
+                    and self.budget.try_retry(device_id)
+                ):
+                    retries += 1
+                    self.retries_sent += 1
+                    await self._record_resend(attempt_id, now)
+                    await self._send(device_id, command)
+                    log.info(
+                        "command_resent",
+                        device_id=str(device_id),
+                        command_id=str(attempt_id),
+                        retry=retries,
+                    )
+                    wait = self.timing.ack_timeout + backoff_delay(
+                        retries, base=self.timing.retry_base, cap=self.timing.retry_cap
+                    )
+                else:
+                    wait = remaining
+        except Exception as exc:  # the sweeper finishes what a broken watcher leaves
+            log.warning("attempt_watch_failed", error_type=type(exc).__name__)
+        finally:
+            self._release(attempt_id)
+
+    async def _record_resend(self, attempt_id: UUID, now: datetime) -> None:
+        with write_intent():
+            async with self.runtime.session_factory() as session:
+                attempt = await AttemptRepository(session).by_id(attempt_id)
+                if attempt is not None and attempt.status is AttemptStatus.PENDING:
+                    attempt.send_count += 1
+                    attempt.last_sent_at = now
+                    await session.commit()
+
+    async def sweep(self) -> int:
+        """Finish what is overdue and resume stalled queues; returns attempts finished."""
+        now = self.runtime.clock.now()
+        finished = 0
+        async with self.runtime.read_session_factory() as session:
+            attempts = AttemptRepository(session)
+            queued = await attempts.overdue(AttemptPhase.QUEUED, now)
+            sent = await attempts.overdue(
+                AttemptPhase.SENT, now - timedelta(seconds=self.timing.result_grace)
+            )
+            stalled = await attempts.devices_with_queue()
+        for attempt_id, device_id in sent:
+            if attempt_id not in self._watchers:
+                await self._time_out(attempt_id, device_id)
+                finished += 1
+        for device_id in {device for _, device in queued} | set(stalled):
+            await self.dispatch(device_id)
+        return finished + len(queued)
+
+    # -- waiting ------------------------------------------------------------------------------
+
+    async def wait(self, attempt_id: UUID, seconds: float) -> ActionAttempt | None:
+        """The attempt once finished, or as it stands when ``seconds`` have passed."""
+        deadline = time.monotonic() + seconds
+        done = self._done_event(attempt_id)
+        self._waiting[attempt_id] = self._waiting.get(attempt_id, 0) + 1
+        try:
+            while True:
+                snapshot = self._finished.get(attempt_id)
+                if snapshot is not None:
+                    return snapshot
+                attempt = await self._read(attempt_id)
+                remaining = deadline - time.monotonic()
+                if attempt is None or attempt.status is not AttemptStatus.PENDING or remaining <= 0:
+                    return attempt
+                try:
+                    await asyncio.wait_for(done.wait(), timeout=min(remaining, POLL_SECONDS))
+                    done.clear()  # consumed; a wake during the next read sets it again
+                except TimeoutError:
+                    pass
+        finally:
+            self._release(attempt_id)
+
+    async def _read(self, attempt_id: UUID) -> ActionAttempt | None:
+        async with self.runtime.read_session_factory() as session:
+            return await AttemptRepository(session).by_id(attempt_id)
+
+    def _done_event(self, attempt_id: UUID) -> asyncio.Event:
+        event = self._done.get(attempt_id)
+        if event is None:
+            event = self._done[attempt_id] = asyncio.Event()
+        return event
+
+    def _release(self, attempt_id: UUID) -> None:
+        left = self._waiting.get(attempt_id, 1) - 1
+        if left <= 0:
+            self._waiting.pop(attempt_id, None)
+            self._done.pop(attempt_id, None)
+            self._finished.pop(attempt_id, None)
+        else:
+            self._waiting[attempt_id] = left
+
+    def _notify(self, attempt: ActionAttempt) -> None:
+        if attempt.id in self._waiting:
+            self._finished[attempt.id] = attempt
+        self._wake(attempt.id)
+
+    def _wake(self, attempt_id: UUID) -> None:
+        event = self._done.get(attempt_id)
+        if event is not None:
+            event.set()
+
+    @staticmethod
+    def _finished_message(attempt: ActionAttempt) -> dict[str, Any]:
+        return outbox.message(
+            "action_attempt.finished",
+            partner_id=attempt.partner_id,
+            aggregate_id=attempt.id,
+            device_id=attempt.device_id,
+            site_id=attempt.site_id,
+            action=attempt.action,
+            status=attempt.status.value,
+            error=attempt.error,
+            was_confirmed_by_device=attempt.was_confirmed_by_device,
+            completed_at=attempt.completed_at,
+        )
+
+    async def close(self) -> None:
+        for task in list(self._watchers.values()):
+            task.cancel()
+        await asyncio.gather(*self._watchers.values(), return_exceptions=True)

@@ -1,0 +1,338 @@
+"""The gateway: Sesame's MQTT client, one per process.
+
+It subscribes to every device's results, events, state, presence, heartbeats and time
+requests (with ``+`` wildcards), and turns each into database work through the attempt
+engine, the event ingestor and the presence rules. Every handler is guarded: a malformed
+message is counted and dropped, a failing handler is logged, and neither ever stops the
+client. The client is gmqtt (asyncio sockets, so TCP_NODELAY is on): measured on
+loopback against the same broker, a QoS 1 round trip took 0.5 ms with gmqtt and 88 ms
+with the paho-based aiomqtt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+from uuid import UUID
+
+import gmqtt
+import orjson
+from gmqtt.mqtt.constants import MQTTv311
+from prometheus_client import Counter
+from pydantic import ValidationError
+
+from sesame.devices import health, protocol
+from sesame.devices.attempts import AttemptEngine
+from sesame.devices.broker import CONTROL_DISCONNECT
+from sesame.devices.ingest import EventIngestor
+from sesame.devices.repository import DeviceRepository
+from sesame.kit.db import write_intent
+from sesame.kit.logging import get_logger
+from sesame.kit.retry import backoff_delay
+from sesame.outbox import repository as outbox
+from sesame.runtime import Runtime
+
+log = get_logger("sesame.gateway")
+
+MESSAGES = Counter(
+    "sesame_mqtt_messages_total", "Device messages received, by channel", ["channel"]
+)
+PROTOCOL_ERRORS = Counter(
+    "sesame_mqtt_protocol_errors_total",
+    "Device messages dropped as malformed, by channel",
+    ["channel"],
+)
+HANDLER_ERRORS = Counter(
+    "sesame_mqtt_handler_errors_total",
+    "Device messages whose handling failed, by channel",
+    ["channel"],
+)
+
+SUBSCRIBED_CHANNELS = (
+    protocol.Channel.RESULTS,
+    protocol.Channel.EVENTS,
+    protocol.Channel.STATE,
+    protocol.Channel.STATUS,
+    protocol.Channel.HEARTBEAT,
+    protocol.Channel.TIME_REQUEST,
+)
+SWEEP_SECONDS = 1.0
+HEARTBEAT_FLUSH_SECONDS = 2.0
+
+
+class _JitteredClient(gmqtt.Client):
+    """gmqtt reconnects after a fixed delay; this one backs off with full jitter."""
+
+    failures = 0
+
+    async def reconnect(self, delay: bool = False) -> None:
+        if delay:
+            self.failures += 1
+            self.reconnect_delay = 0.2 + backoff_delay(self.failures, base=0.5, cap=15.0)
+        await super().reconnect(delay=delay)
+
+
+def _ms(moment: Any) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def broker_address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+        raise ValueError(f"unsupported MQTT URL {url!r}; use mqtt://host:port")
+    return parts.hostname, parts.port or 1883
+
+
+class Gateway:
+    def __init__(
+        self, runtime: Runtime, *, url: str, password: str, heartbeat_timeout_seconds: float
+    ) -> None:
+        self.runtime = runtime
+        self.host, self.port = broker_address(url)
+        self.password = password
+        self.heartbeat_timeout = timedelta(seconds=heartbeat_timeout_seconds)
+        client_id = f"{protocol.GATEWAY_USERNAME}-{socket.gethostname()}-{os.getpid()}"
+        self._client = _JitteredClient(client_id[:64], clean_session=True)
+        self._client.set_auth_credentials(protocol.GATEWAY_USERNAME, password)
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._client.on_disconnect = self._on_disconnect
+        self.engine = AttemptEngine(runtime, self.publish, is_connected=lambda: self.connected)
+        self.ingestor = EventIngestor(runtime, self.publish)
+        self._locks: defaultdict[UUID, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._heard: set[UUID] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._client.is_connected) and self._ready.is_set()
+
+    async def start(self, *, connect_timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + connect_timeout
+        attempt = 0
+        while True:
+            try:
+                await self._client.connect(self.host, self.port, keepalive=30, version=MQTTv311)
+                break
+            except (OSError, gmqtt.mqtt.handler.MQTTConnectError) as exc:
+                attempt += 1
+                if time.monotonic() > deadline:
+                    raise ConnectionError(
+                        f"MQTT broker {self.host}:{self.port} unreachable"
+                    ) from exc
+                await asyncio.sleep(backoff_delay(attempt, base=0.2, cap=3.0) + 0.05)
+        await asyncio.wait_for(self._ready.wait(), timeout=connect_timeout)
+        self.ingestor.start()
+        self._tasks = [
+            asyncio.create_task(self._every(SWEEP_SECONDS, self._sweep)),
+            asyncio.create_task(self._every(HEARTBEAT_FLUSH_SECONDS, self._flush_heard)),
+        ]
+        log.info("gateway_connected", broker=f"{self.host}:{self.port}")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.ingestor.stop()
+        await self.engine.close()
+        with contextlib.suppress(Exception):
+            await self._client.disconnect()
+
+    async def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> None:
+        if not self.connected:
+            raise ConnectionError("not connected to the MQTT broker")
+        self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    async def disconnect_device(self, device_id: UUID) -> None:
+        """Ask the broker to drop a device's live session (its credentials changed)."""
+        payload = orjson.dumps({"username": str(device_id)})
+        try:
+            await self.publish(CONTROL_DISCONNECT, payload, 1)
+        except ConnectionError:
+            log.warning("device_disconnect_not_sent", device_id=str(device_id))
+
+    # -- connection -------------------------------------------------------------------------
+
+    def _on_connect(self, client: Any, flags: Any, rc: Any, properties: Any) -> None:
+        client.failures = 0
+        for channel in SUBSCRIBED_CHANNELS:
+            client.subscribe(protocol.wildcard(channel), qos=protocol.QOS[channel])
+        self._ready.set()
+        log.info("gateway_subscribed")
+
+    def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
+        self._ready.clear()
+        log.warning("gateway_disconnected")
+
+    async def _every(self, seconds: float, job: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                if self.connected:
+                    await job()
+            except Exception as exc:
+                log.warning("gateway_job_failed", job=job.__name__, error_type=type(exc).__name__)
+
+    # -- messages ---------------------------------------------------------------------------
+
+    async def _on_message(
+        self, client: Any, topic: str, payload: bytes, qos: int, properties: Any
+    ) -> int:
+        parsed = protocol.parse_topic(topic)
+        if parsed is None:
+            return 0
+        device_id, channel = parsed
+        MESSAGES.labels(channel.value).inc()
+        try:
+            message = protocol.decode(channel, payload)
+        except (ValidationError, ValueError):
+            PROTOCOL_ERRORS.labels(channel.value).inc()
+            log.info("malformed_device_message", device_id=str(device_id), channel=channel.value)
+            return 0
+        try:
+            await self._handle(device_id, channel, message)
+        except Exception as exc:
+            HANDLER_ERRORS.labels(channel.value).inc()
+            log.warning(
+                "device_message_failed",
+                device_id=str(device_id),
+                channel=channel.value,
+                error_type=type(exc).__name__,
+            )
+        return 0
+
+    async def _handle(
+        self, device_id: UUID, channel: protocol.Channel, message: protocol.Message
+    ) -> None:
+        if isinstance(message, protocol.CommandResult):
+            self._heard.add(device_id)
+            await self.engine.on_result(device_id, message)
+        elif isinstance(message, protocol.DeviceEvent):
+            await self.ingestor.submit(device_id, message)
+        elif isinstance(message, protocol.Heartbeat):
+            self._heard.add(device_id)
+        elif isinstance(message, protocol.TimeRequest):
+            await self._answer_time(device_id, message)
+        elif isinstance(message, protocol.Presence):
+            await self._presence(device_id, message)
+        elif isinstance(message, protocol.ReportedState):
+            await self._state(device_id, message)
+
+    async def _answer_time(self, device_id: UUID, request: protocol.TimeRequest) -> None:
+        received = _ms(self.runtime.clock.now())
+        response = protocol.TimeResponse(
+            request_id=request.request_id,
+            t1_ms=request.t1_ms,
+            t2_ms=received,
+            t3_ms=_ms(self.runtime.clock.now()),
+        )
+        await self.publish(
+            protocol.topic(device_id, protocol.Channel.TIME_RESPONSE),
+            protocol.encode(response),
+            protocol.QOS[protocol.Channel.TIME_RESPONSE],
+        )
+
+    async def _presence(self, device_id: UUID, presence: protocol.Presence) -> None:
+        came_online = False
+        async with self._locks[device_id]:
+            with write_intent():
+                async with self.runtime.session_factory() as session:
+                    device = await DeviceRepository(session).locked(device_id)
+                    if device is None or device.credential_hash is None:
+                        return
+                    now = self.runtime.clock.now()
+                    if presence.online:
+                        came_online = health.went_online(device, now, presence.boot_id)
+                        changed = came_online
+                    else:
+                        changed = health.went_offline(device, now, "disconnected")
+                    if changed:
+                        await outbox.append(
+                            session,
+                            [
+                                outbox.message(
+                                    "device.online" if presence.online else "device.offline",
+                                    partner_id=device.partner_id,
+                                    aggregate_id=device.id,
+                                    site_id=device.site_id,
+                                    at=now,
+                                )
+                            ],
+                        )
+                    await session.commit()
+        if came_online:
+            await self.engine.dispatch(device_id)
+
+    async def _state(self, device_id: UUID, state: protocol.ReportedState) -> None:
+        async with self._locks[device_id]:
+            with write_intent():
+                async with self.runtime.session_factory() as session:
+                    device = await DeviceRepository(session).locked(device_id)
+                    if device is None:
+                        return
+                    health.reported(device, state, self.runtime.clock.now())
+                    await session.commit()
+
+    # -- periodic work ----------------------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        await self.engine.sweep()
+        cutoff = self.runtime.clock.now() - self.heartbeat_timeout
+        with write_intent():
+            async with self.runtime.session_factory() as session:
+                silent = await DeviceRepository(session).silent_since(cutoff)
+                now = self.runtime.clock.now()
+                messages = []
+                for device in silent:
+                    if health.went_offline(device, now, "no heartbeat"):
+                        messages.append(
+                            outbox.message(
+                                "device.offline",
+                                partner_id=device.partner_id,
+                                aggregate_id=device.id,
+                                site_id=device.site_id,
+                                at=now,
+                            )
+                        )
+                await outbox.append(session, messages)
+                await session.commit()
+
+    async def _flush_heard(self) -> None:
+        """Record who was heard from; a device marked offline that is heard is online."""
+        heard, self._heard = self._heard, set()
+        if not heard:
+            return
+        back: list[UUID] = []
+        with write_intent():
+            async with self.runtime.session_factory() as session:
+                devices = DeviceRepository(session)
+                now = self.runtime.clock.now()
+                await devices.touch(sorted(heard), now)
+                messages = []
+                for device in await devices.offline_among(sorted(heard)):
+                    if health.went_online(device, now, device.boot_id):
+                        back.append(device.id)
+                        messages.append(
+                            outbox.message(
+                                "device.online",
+                                partner_id=device.partner_id,
+                                aggregate_id=device.id,
+                                site_id=device.site_id,
+                                at=now,
+                            )
+                        )
+                await outbox.append(session, messages)
+                await session.commit()
+        for device_id in back:
+            await self.engine.dispatch(device_id)

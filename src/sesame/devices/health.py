@@ -1,0 +1,107 @@
+"""Device health as data: ``errors`` and ``warnings`` with stable codes and ``created_at``.
+
+Codes are stable API; clients must tolerate codes they do not know. A condition keeps
+its ``created_at`` while it lasts and disappears when it clears.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sesame.devices.protocol import ReportedState
+from sesame.models import Device
+
+DEVICE_OFFLINE = "device_offline"
+LOW_BATTERY = "low_battery"
+FLAKY_CONNECTION = "flaky_connection"
+DEVICE_DECOMMISSIONED = "device_decommissioned"
+
+LOW_BATTERY_PCT = 20
+FLAKY_WINDOW = timedelta(minutes=10)
+FLAKY_DISCONNECTS = 3
+
+
+def _set(device: Device, bucket: str, code: str, message: str, now: datetime) -> None:
+    issues: dict[str, Any] = dict(getattr(device, bucket) or {})
+    if code not in issues:
+        issues[code] = {"message": message, "created_at": now.isoformat()}
+        setattr(device, bucket, issues)  # a new dict, so the JSON column is written
+
+
+def _clear(device: Device, bucket: str, code: str) -> None:
+    issues: dict[str, Any] = dict(getattr(device, bucket) or {})
+    if issues.pop(code, None) is not None:
+        setattr(device, bucket, issues)
+
+
+def went_online(device: Device, now: datetime, boot_id: str | None) -> bool:
+    """Record a connection; True if the device was offline before."""
+    was_offline = not device.online
+    device.online = True
+    device.connected_at = now if was_offline or boot_id != device.boot_id else device.connected_at
+    device.last_seen_at = now
+    device.boot_id = boot_id
+    _clear(device, "errors", DEVICE_OFFLINE)
+    _judge_flakiness(device, now)
+    return was_offline
+
+
+def went_offline(device: Device, now: datetime, reason: str) -> bool:
+    """Record a disconnection; True if the device was online before."""
+    if not device.online:
+        return False
+    device.online = False
+    _set(device, "errors", DEVICE_OFFLINE, f"device is offline ({reason})", now)
+    recent = [
+        t for t in device.recent_disconnects or [] if datetime.fromisoformat(t) > now - FLAKY_WINDOW
+    ]
+    device.recent_disconnects = [*recent, now.isoformat()][-20:]
+    _judge_flakiness(device, now)
+    return True
+
+
+def _judge_flakiness(device: Device, now: datetime) -> None:
+    recent = [
+        t for t in device.recent_disconnects or [] if datetime.fromisoformat(t) > now - FLAKY_WINDOW
+    ]
+    if len(recent) >= FLAKY_DISCONNECTS:
+        _set(
+            device,
+            "warnings",
+            FLAKY_CONNECTION,
+            f"{len(recent)} disconnections in the last {FLAKY_WINDOW.seconds // 60} minutes",
+            now,
+        )
+    else:
+        _clear(device, "warnings", FLAKY_CONNECTION)
+
+
+def reported(device: Device, state: ReportedState, now: datetime) -> None:
+    """Merge a state report; raises or clears the low-battery warning."""
+    merged = dict(device.reported_state or {})
+    merged.update(state.model_dump(mode="json", exclude_none=True, exclude={"v"}))
+    device.reported_state = merged
+    device.last_seen_at = now
+    if state.firmware:
+        device.firmware = state.firmware
+    if state.battery_pct is not None:
+        if state.battery_pct <= LOW_BATTERY_PCT:
+            _set(device, "warnings", LOW_BATTERY, f"battery at {state.battery_pct}%", now)
+        else:
+            _clear(device, "warnings", LOW_BATTERY)
+
+
+def decommissioned(device: Device, now: datetime) -> None:
+    device.online = False
+    device.errors = {
+        DEVICE_DECOMMISSIONED: {
+            "message": "device was decommissioned",
+            "created_at": now.isoformat(),
+        }
+    }
+    device.warnings = {}
+
+
+def as_list(issues: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return [{"code": code, **detail} for code, detail in sorted((issues or {}).items())]

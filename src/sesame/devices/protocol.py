@@ -1,0 +1,310 @@
+"""The Sesame device protocol, version 1: every message a device and the gateway exchange.
+
+These models are the single definition of the protocol. The gateway parses and builds
+messages with them, the simulators speak through them, and the JSON Schemas in
+``docs/protocol.md`` are generated from them (a test fails when the document is stale).
+
+Compatibility rules that hold for every message: unknown fields are ignored (so either
+side may add optional fields within version 1); times are RFC 3339 in UTC; identifiers
+are UUIDs in their canonical text form.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+PROTOCOL_VERSION = 1
+TOPIC_ROOT = "sesame/v1/devices"
+GATEWAY_USERNAME = "sesame-gateway"
+
+
+class Channel(enum.StrEnum):
+    """The last part of a topic: ``sesame/v1/devices/{device_id}/{channel}``."""
+
+    COMMANDS = "commands"
+    RESULTS = "results"
+    EVENTS = "events"
+    EVENTS_ACK = "events/ack"
+    STATE = "state"
+    STATUS = "status"
+    HEARTBEAT = "heartbeat"
+    TIME_REQUEST = "time/request"
+    TIME_RESPONSE = "time/response"
+
+
+# Who publishes on which channel, at which QoS, and whether the broker retains it.
+DEVICE_PUBLISHES = frozenset(
+    {
+        Channel.RESULTS,
+        Channel.EVENTS,
+        Channel.STATE,
+        Channel.STATUS,
+        Channel.HEARTBEAT,
+        Channel.TIME_REQUEST,
+    }
+)
+DEVICE_SUBSCRIBES = frozenset({Channel.COMMANDS, Channel.EVENTS_ACK, Channel.TIME_RESPONSE})
+QOS = {
+    Channel.COMMANDS: 1,
+    Channel.RESULTS: 1,
+    Channel.EVENTS: 1,
+    Channel.EVENTS_ACK: 1,
+    Channel.STATE: 1,
+    Channel.STATUS: 1,
+    Channel.HEARTBEAT: 0,
+    Channel.TIME_REQUEST: 0,
+    Channel.TIME_RESPONSE: 0,
+}
+RETAINED = frozenset({Channel.STATE, Channel.STATUS})
+
+
+def topic(device_id: UUID | str, channel: Channel) -> str:
+    return f"{TOPIC_ROOT}/{device_id}/{channel.value}"
+
+
+def wildcard(channel: Channel) -> str:
+    """The filter the gateway subscribes with to hear one channel of every device."""
+    return f"{TOPIC_ROOT}/+/{channel.value}"
+
+
+def parse_topic(name: str) -> tuple[UUID, Channel] | None:
+    """``(device_id, channel)`` of a device topic, or None for anything else."""
+    prefix = TOPIC_ROOT + "/"
+    if not name.startswith(prefix):
+        return None
+    device_part, _, channel_part = name[len(prefix) :].partition("/")
+    try:
+        return UUID(device_part), Channel(channel_part)
+    except ValueError:
+        return None
+
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
+
+
+class Message(BaseModel):
+    """Fields every message carries. Unknown fields are ignored, never an error."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: Literal[1] = Field(default=1, description="Protocol version.")
+
+
+# -- commands and their results -----------------------------------------------------------
+
+
+class Command(Message):
+    """Gateway → device on ``commands``, QoS 1.
+
+    A device must execute a command at most once: it remembers the ``command_id`` of at
+    least its last 64 commands and answers a repeated one with the result it already
+    sent, without acting again. It must not act on a command whose ``expires_at`` has
+    passed by its clock; it answers ``rejected`` with code ``expired`` instead.
+    """
+
+    command_id: UUID
+    action: Identifier = Field(description="What to do, e.g. `open`, `unlock`, `call`.")
+    params: dict[str, Any] = Field(default_factory=dict)
+    issued_at: datetime
+    expires_at: datetime = Field(description="After this instant the command must not run.")
+
+
+class Outcome(enum.StrEnum):
+    SUCCEEDED = "succeeded"  # done
+    FAILED = "failed"  # tried and could not (a jammed bolt)
+    REJECTED = "rejected"  # not attempted (expired, unsupported, invalid, not permitted)
+
+
+class ErrorCode(enum.StrEnum):
+    """Codes a device puts in a failed or rejected result. Receivers tolerate unknown codes."""
+
+    EXPIRED = "expired"
+    UNSUPPORTED_ACTION = "unsupported_action"
+    INVALID_PARAMS = "invalid_params"
+    BUSY = "busy"
+    JAMMED = "jammed"
+    HARDWARE_FAILURE = "hardware_failure"
+    NOT_PERMITTED = "not_permitted"
+    NO_SPACE = "no_space"
+    DUPLICATE_CODE = "duplicate_code"
+    CONSTRAINTS_VIOLATED = "constraints_violated"
+
+
+class ResultError(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    code: Identifier
+    message: str = Field(default="", max_length=500)
+
+
+class CommandResult(Message):
+    """Device → gateway on ``results``, QoS 1: the outcome of one command.
+
+    ``confirmed`` is true only when the device observed the physical effect (the relay
+    switched, the bolt reached its position, a door sensor moved); accepted-but-unverified
+    is ``succeeded`` with ``confirmed`` false.
+    """
+
+    command_id: UUID
+    outcome: Outcome
+    confirmed: bool = False
+    error: ResultError | None = None
+    completed_at: datetime
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+# -- events, state, presence ---------------------------------------------------------------
+
+
+class EventType(enum.StrEnum):
+    """Event types the platform understands. Devices may send others; they are stored."""
+
+    ACCESS_GRANTED = "access_granted"
+    ACCESS_DENIED = "access_denied"
+    DOOR_OPENED = "door_opened"
+    DOOR_CLOSED = "door_closed"
+    DOOR_FORCED = "door_forced"
+    DOOR_HELD_OPEN = "door_held_open"
+    TAMPER = "tamper"
+    LOW_BATTERY = "low_battery"
+    DOORBELL_RANG = "doorbell_rang"
+    CODE_ENTERED = "code_entered"
+    LOCK_JAMMED = "lock_jammed"
+    LOCKED = "locked"
+    UNLOCKED = "unlocked"
+    ELEVATOR_ARRIVED = "elevator_arrived"
+    REBOOTED = "rebooted"
+
+
+class DeviceEvent(Message):
+    """Device → gateway on ``events``, QoS 1.
+
+    MQTT acknowledges a publish hop by hop, so a broker's PUBACK does not mean the event
+    is stored. The gateway answers on ``events/ack`` once the event is durably stored; a
+    device keeps every event until that answer and sends it again, with the same
+    ``event_id``, after reconnecting and whenever ``EVENT_ACK_TIMEOUT_SECONDS`` pass
+    without it. The gateway stores each ``event_id`` of a device once, so resending is
+    always safe.
+    """
+
+    event_id: UUID
+    type: Identifier
+    occurred_at: datetime
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+EVENT_ACK_TIMEOUT_SECONDS = 10
+
+
+class EventsAck(Message):
+    """Gateway → device on ``events/ack``, QoS 1: these events are stored; forget them."""
+
+    event_ids: list[UUID] = Field(max_length=1000)
+
+
+class DoorState(enum.StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+    UNKNOWN = "unknown"
+
+
+class BoltState(enum.StrEnum):
+    LOCKED = "locked"
+    UNLOCKED = "unlocked"
+    JAMMED = "jammed"
+    UNKNOWN = "unknown"
+
+
+class ReportedState(Message):
+    """Device → gateway on ``state``, QoS 1, retained: what the device knows of itself.
+
+    Sent after connecting and whenever something in it changes; fields a device does not
+    have are left out.
+    """
+
+    at: datetime
+    firmware: str | None = Field(default=None, max_length=64)
+    battery_pct: int | None = Field(default=None, ge=0, le=100)
+    signal_dbm: int | None = Field(default=None, ge=-150, le=0)
+    door: DoorState | None = None
+    bolt: BoltState | None = None
+    relay_on: bool | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class Presence(Message):
+    """Device → gateway on ``status``, QoS 1, retained.
+
+    A device publishes ``{"online": true, ...}`` right after connecting, and registers
+    ``{"online": false, "boot_id": ...}`` as its MQTT last will on the same topic, so that
+    the broker announces an unclean disconnect.
+    """
+
+    online: bool
+    boot_id: str | None = Field(default=None, max_length=64)
+    at: datetime | None = None
+
+
+class Heartbeat(Message):
+    """Device → gateway on ``heartbeat``, QoS 0, every ``HEARTBEAT_INTERVAL_SECONDS``.
+
+    A device silent for three intervals is considered offline even if its connection
+    looks open.
+    """
+
+    at: datetime
+    seq: int = Field(ge=0)
+    uptime_s: int = Field(default=0, ge=0)
+
+
+HEARTBEAT_INTERVAL_SECONDS = 30
+
+
+class TimeRequest(Message):
+    """Device → gateway on ``time/request``, QoS 0: the first half of a clock exchange.
+
+    ``t1_ms`` is the device's clock (Unix milliseconds) when it sends the request.
+    """
+
+    request_id: UUID
+    t1_ms: int
+
+
+class TimeResponse(Message):
+    """Gateway → device on ``time/response``: the server's receive and send times.
+
+    With ``t4_ms``, its own clock when the response arrives, the device computes its
+    offset ``((t2 - t1) + (t3 - t4)) / 2`` and the round trip ``(t4 - t1) - (t3 - t2)``.
+    """
+
+    request_id: UUID
+    t1_ms: int
+    t2_ms: int
+    t3_ms: int
+
+
+MESSAGES_BY_CHANNEL: dict[Channel, type[Message]] = {
+    Channel.COMMANDS: Command,
+    Channel.RESULTS: CommandResult,
+    Channel.EVENTS: DeviceEvent,
+    Channel.EVENTS_ACK: EventsAck,
+    Channel.STATE: ReportedState,
+    Channel.STATUS: Presence,
+    Channel.HEARTBEAT: Heartbeat,
+    Channel.TIME_REQUEST: TimeRequest,
+    Channel.TIME_RESPONSE: TimeResponse,
+}
+
+
+def encode(message: Message) -> bytes:
+    return message.model_dump_json(exclude_none=True).encode()
+
+
+def decode(channel: Channel, payload: bytes) -> Message:
+    """Parse a payload for ``channel``; raises ``pydantic.ValidationError`` if malformed."""
+    return MESSAGES_BY_CHANNEL[channel].model_validate_json(payload)

@@ -1,0 +1,224 @@
+"""SQL for devices, action attempts and device events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import ColumnElement, select, update
+
+from sesame.kit.db import dialect_insert
+from sesame.kit.repository import CrudRepository
+from sesame.models import (
+    ActionAttempt,
+    AttemptPhase,
+    AttemptStatus,
+    Device,
+    DeviceEventRecord,
+    DeviceKind,
+    DeviceStatus,
+)
+
+
+def _equal(model: Any, query: Any, names: tuple[str, ...]) -> list[ColumnElement[bool]]:
+    return [
+        getattr(model, n) == getattr(query, n) for n in names if getattr(query, n, None) is not None
+    ]
+
+
+class DeviceRepository(CrudRepository[Device]):
+    model = Device
+
+    def filter_clauses(self, query: Any) -> list[ColumnElement[bool]]:
+        return _equal(
+            Device, query, ("site_id", "kind", "entrance_id", "unit_id", "online", "status")
+        )
+
+    async def by_id(self, device_id: UUID) -> Device | None:
+        return await self.session.get(Device, device_id)
+
+    async def locked(self, device_id: UUID) -> Device | None:
+        """The device row, locked for this transaction (serialises its command queue)."""
+        result = await self.session.execute(
+            select(Device).where(Device.id == device_id).with_for_update()
+        )
+        return result.scalar_one_or_none()
+
+    async def credential_hash(self, device_id: UUID) -> str | None:
+        result = await self.session.execute(
+            select(Device.credential_hash).where(
+                Device.id == device_id, Device.status == DeviceStatus.ACTIVE
+            )
+        )
+        return result.scalar_one_or_none()
+
+    async def active_credentials(self) -> Sequence[tuple[UUID, str]]:
+        result = await self.session.execute(
+            select(Device.id, Device.credential_hash).where(
+                Device.status == DeviceStatus.ACTIVE, Device.credential_hash.is_not(None)
+            )
+        )
+        return [(row[0], str(row[1])) for row in result.all()]
+
+    async def openers_of(self, entrance_id: UUID, kinds: Sequence[DeviceKind]) -> Sequence[Device]:
+        result = await self.session.execute(
+            select(Device)
+            .where(
+                Device.entrance_id == entrance_id,
+                Device.kind.in_(kinds),
+                Device.status == DeviceStatus.ACTIVE,
+            )
+            .order_by(Device.online.desc(), Device.id)
+        )
+        return result.scalars().all()
+
+    async def touch(self, device_ids: Sequence[UUID], when: datetime) -> None:
+        if device_ids:
+            await self.session.execute(
+                update(Device).where(Device.id.in_(device_ids)).values(last_seen_at=when)
+            )
+
+    async def offline_among(self, device_ids: Sequence[UUID]) -> Sequence[Device]:
+        result = await self.session.execute(
+            select(Device)
+            .where(
+                Device.id.in_(device_ids),
+                Device.online.is_(False),
+                Device.status == DeviceStatus.ACTIVE,
+                Device.credential_hash.is_not(None),
+            )
+            .with_for_update()
+        )
+        return result.scalars().all()
+
+    async def silent_since(self, cutoff: datetime) -> Sequence[Device]:
+        result = await self.session.execute(
+            select(Device)
+            .where(
+                Device.online.is_(True),
+                (Device.last_seen_at < cutoff) | Device.last_seen_at.is_(None),
+            )
+            .with_for_update(skip_locked=True)
+        )
+        return result.scalars().all()
+
+    async def routing(self, device_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, UUID, bool]]:
+        """``device_id -> (partner_id, site_id, active)`` for event ingestion."""
+        result = await self.session.execute(
+            select(Device.id, Device.partner_id, Device.site_id, Device.status).where(
+                Device.id.in_(device_ids)
+            )
+        )
+        return {row[0]: (row[1], row[2], row[3] is DeviceStatus.ACTIVE) for row in result.all()}
+
+
+class AttemptRepository(CrudRepository[ActionAttempt]):
+    model = ActionAttempt
+
+    def filter_clauses(self, query: Any) -> list[ColumnElement[bool]]:
+        return _equal(ActionAttempt, query, ("device_id", "status", "action"))
+
+    async def by_id(self, attempt_id: UUID) -> ActionAttempt | None:
+        result = await self.session.execute(
+            select(ActionAttempt)
+            .where(ActionAttempt.id == attempt_id)
+            .execution_options(populate_existing=True)
+        )
+        return result.scalar_one_or_none()
+
+    async def has_in_flight(self, device_id: UUID) -> bool:
+        result = await self.session.execute(
+            select(ActionAttempt.id)
+            .where(ActionAttempt.device_id == device_id, ActionAttempt.phase == AttemptPhase.SENT)
+            .limit(1)
+        )
+        return result.first() is not None
+
+    async def oldest_queued(self, device_id: UUID) -> ActionAttempt | None:
+        result = await self.session.execute(
+            select(ActionAttempt)
+            .where(ActionAttempt.device_id == device_id, ActionAttempt.phase == AttemptPhase.QUEUED)
+            .order_by(ActionAttempt.created_at, ActionAttempt.id)
+            .limit(1)
+        )
+        return result.scalar_one_or_none()
+
+    async def finish(
+        self,
+        attempt_id: UUID,
+        *,
+        device_id: UUID | None = None,
+        only_phase: AttemptPhase | None = None,
+        **values: Any,
+    ) -> ActionAttempt | None:
+        """Move a pending attempt to its final status; None if it was not pending (any more)."""
+        conditions = [ActionAttempt.id == attempt_id, ActionAttempt.status == AttemptStatus.PENDING]
+        if device_id is not None:
+            conditions.append(ActionAttempt.device_id == device_id)
+        if only_phase is not None:
+            conditions.append(ActionAttempt.phase == only_phase)
+        result = await self.session.execute(
+            update(ActionAttempt)
+            .where(*conditions)
+            .values(phase=AttemptPhase.DONE, **values)
+            .returning(ActionAttempt)
+            # Refresh an instance this session already holds, or it keeps stale values.
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+        return result.scalar_one_or_none()
+
+    async def overdue(
+        self, phase: AttemptPhase, cutoff: datetime, limit: int = 500
+    ) -> Sequence[tuple[UUID, UUID]]:
+        """``(attempt_id, device_id)`` of pending attempts in ``phase`` past ``cutoff``."""
+        result = await self.session.execute(
+            select(ActionAttempt.id, ActionAttempt.device_id)
+            .where(ActionAttempt.phase == phase, ActionAttempt.expires_at <= cutoff)
+            .order_by(ActionAttempt.expires_at)
+            .limit(limit)
+        )
+        return [(row[0], row[1]) for row in result.all()]
+
+    async def devices_with_queue(self, limit: int = 1000) -> Sequence[UUID]:
+        result = await self.session.execute(
+            select(ActionAttempt.device_id)
+            .where(ActionAttempt.phase == AttemptPhase.QUEUED)
+            .distinct()
+            .limit(limit)
+        )
+        return result.scalars().all()
+
+
+class EventRepository(CrudRepository[DeviceEventRecord]):
+    model = DeviceEventRecord
+
+    def filter_clauses(self, query: Any) -> list[ColumnElement[bool]]:
+        clauses = _equal(DeviceEventRecord, query, ("device_id", "site_id", "type"))
+        if query.since is not None:
+            clauses.append(DeviceEventRecord.occurred_at >= query.since)
+        return clauses
+
+    async def insert_new(self, rows: list[dict[str, Any]]) -> Sequence[Any]:
+        """Insert events; those already stored (same device and event id) are skipped.
+        Returns the rows that were new."""
+        if not rows:
+            return []
+        insert = dialect_insert(self.session.get_bind().dialect)
+        statement = (
+            insert(DeviceEventRecord)
+            .on_conflict_do_nothing(index_elements=["device_id", "event_id"])
+            .returning(
+                DeviceEventRecord.id,
+                DeviceEventRecord.device_id,
+                DeviceEventRecord.event_id,
+                DeviceEventRecord.type,
+                DeviceEventRecord.partner_id,
+                DeviceEventRecord.site_id,
+                DeviceEventRecord.occurred_at,
+                DeviceEventRecord.data,
+            )
+        )
+        result = await self.session.execute(statement, rows)
+        return result.all()

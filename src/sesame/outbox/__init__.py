@@ -1,0 +1,1 @@
+"""The transactional outbox: domain events are written with the change that causes them."""

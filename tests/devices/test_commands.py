@@ -1,0 +1,254 @@
+"""Commands end to end: HTTP → action attempt → broker → simulated device → result → HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from sesame.simulators import Faults
+from tests.devices.conftest import Fleet
+
+
+async def test_opening_an_entrance_succeeds_and_is_confirmed(fleet: Fleet) -> None:
+    device, sim = await fleet.run("entrance_reader")
+    response = await fleet.api.post(
+        f"/v1/entrances/{fleet.world.ids['entrance']}/open",
+        params={"wait": 5},
+        token=fleet.world.tokens["site_manager"],
+        json={"duration_s": 3},
+    )
+    assert response.status_code == 201
+    attempt = response.json()
+    assert attempt["status"] == "success"
+    assert attempt["was_confirmed_by_device"] is True
+    assert attempt["device_id"] == device["id"]
+    assert attempt["send_count"] == 1
+    assert response.headers["location"] == f"/v1/action-attempts/{attempt['id']}"
+    assert [e.action for e in sim.executed] == ["open"]
+    assert sim.executed[0].params == {"duration_s": 3}
+    assert sim.relay.activations == 1
+    again = await fleet.api.get(
+        attempt["location"] if "location" in attempt else f"/v1/action-attempts/{attempt['id']}",
+        token=fleet.world.tokens["partner_admin"],
+    )
+    assert again.json()["status"] == "success"
+
+
+async def test_without_wait_the_attempt_comes_back_pending(fleet: Fleet) -> None:
+    device, sim = await fleet.run("door_lock")
+    response = await fleet.api.post(
+        f"/v1/devices/{device['id']}/commands",
+        token=fleet.world.tokens["partner_admin"],
+        json={"action": "unlock"},
+    )
+    assert response.status_code == 201
+    assert response.json()["status"] == "pending"
+    finished = await fleet.api.get(
+        f"/v1/action-attempts/{response.json()['id']}",
+        params={"wait": 5},
+        token=fleet.world.tokens["partner_admin"],
+    )
+    assert finished.json()["status"] == "success"
+    assert sim.bolt.value == "unlocked"
+
+
+async def test_an_offline_device_gives_expired_within_the_wait(fleet: Fleet) -> None:
+    device = await fleet.provision("entrance_reader")
+    response = await fleet.api.post(
+        f"/v1/devices/{device['id']}/commands",
+        params={"wait": 4},
+        token=fleet.world.tokens["partner_admin"],
+        json={"action": "open", "ttl_seconds": 2},
+    )
+    attempt = response.json()
+    assert attempt["status"] == "expired"
+    assert attempt["error"]["type"] == "command_expired"
+    assert attempt["send_count"] == 0
+
+
+async def test_a_silent_device_gives_a_timeout_error_within_the_wait(fleet: Fleet) -> None:
+    device, sim = await fleet.run("entrance_reader", faults=Faults(unresponsive=True))
+    response = await fleet.api.post(
+        f"/v1/devices/{device['id']}/commands",
+        params={"wait": 6},
+        token=fleet.world.tokens["partner_admin"],
+        json={"action": "open", "ttl_seconds": 3},
+    )
+    attempt = response.json()
+    assert attempt["status"] == "error"
+    assert attempt["error"]["type"] == "device_timeout"
+    # Transport-loss retries went out, bounded by the budget, and nothing ran.
+    assert 1 < attempt["send_count"] <= 4
+    assert sim.executed == []
+
+
+async def test_a_lost_result_is_retried_and_the_command_runs_once(fleet: Fleet) -> None:
+    device, sim = await fleet.run("door_lock", faults=Faults(drop_results=1.0))
+    task = asyncio.create_task(
+        fleet.api.post(
+            f"/v1/devices/{device['id']}/commands",
+            params={"wait": 8},
+            token=fleet.world.tokens["partner_admin"],
+            json={"action": "unlock", "ttl_seconds": 8},
+        )
+    )
+    await asyncio.sleep(1.0)
+    sim.faults.drop_results = 0.0  # the next copy's result gets through
+    attempt = (await task).json()
+    assert attempt["status"] == "success"
+    assert attempt["send_count"] >= 2
+    assert len(sim.executed) == 1  # the repeat was answered from memory, not executed
+
+
+async def test_a_device_failure_is_an_error_with_its_code(fleet: Fleet) -> None:
+    device, _sim = await fleet.run("door_lock", jammed=True)
+    response = await fleet.api.post(
+        f"/v1/devices/{device['id']}/commands",
+        params={"wait": 5},
+        token=fleet.world.tokens["partner_admin"],
+        json={"action": "lock"},
+    )
+    attempt = response.json()
+    assert attempt["status"] == "error"
+    assert attempt["error"] == {
+        "type": "device_failed",
+        "code": "jammed",
+        "message": "the bolt did not move",
+    }
+    assert attempt["send_count"] == 1  # a device that answers is never retried
+
+
+async def test_commands_queue_one_at_a_time_in_order(fleet: Fleet) -> None:
+    device, sim = await fleet.run("door_lock", faults=Faults(result_delay=0.2))
+    token = fleet.world.tokens["partner_admin"]
+    actions = ["unlock", "lock", "unlock", "lock"]
+    ids = []
+    for action in actions:
+        response = await fleet.api.post(
+            f"/v1/devices/{device['id']}/commands", token=token, json={"action": action}
+        )
+        ids.append(response.json()["id"])
+    finished = [
+        (await fleet.api.get(f"/v1/action-attempts/{i}", params={"wait": 10}, token=token)).json()
+        for i in ids
+    ]
+    assert [a["status"] for a in finished] == ["success"] * 4
+    assert [e.action for e in sim.executed] == actions
+    # One in flight: each was sent only after the previous one finished.
+    for previous, current in itertools.pairwise(finished):
+        assert current["first_sent_at"] >= previous["completed_at"]
+
+
+async def test_a_command_that_expired_while_offline_never_runs(fleet: Fleet) -> None:
+    device = await fleet.provision("entrance_reader")
+    sim = fleet.simulator(device)
+    response = await fleet.api.post(
+        f"/v1/devices/{device['id']}/commands",
+        token=fleet.world.tokens["partner_admin"],
+        json={"action": "open", "ttl_seconds": 1},
+    )
+    await asyncio.sleep(1.6)
+    await fleet.start(sim)
+    await asyncio.sleep(1.0)
+    attempt = (
+        await fleet.api.get(
+            f"/v1/action-attempts/{response.json()['id']}",
+            token=fleet.world.tokens["partner_admin"],
+        )
+    ).json()
+    assert attempt["status"] == "expired"
+    assert sim.executed == []
+    assert sim.rejected_late == []  # it was never even sent
+
+
+async def test_a_queued_command_still_valid_runs_when_the_device_connects(fleet: Fleet) -> None:
+    device = await fleet.provision("entrance_reader")
+    sim = fleet.simulator(device)
+    response = await fleet.api.post(
+        f"/v1/devices/{device['id']}/commands",
+        token=fleet.world.tokens["partner_admin"],
+        json={"action": "open", "ttl_seconds": 20},
+    )
+    await fleet.start(sim)
+    attempt = (
+        await fleet.api.get(
+            f"/v1/action-attempts/{response.json()['id']}",
+            params={"wait": 5},
+            token=fleet.world.tokens["partner_admin"],
+        )
+    ).json()
+    assert attempt["status"] == "success"
+    assert len(sim.executed) == 1
+
+
+async def test_a_device_refuses_a_command_that_reaches_it_late(fleet: Fleet) -> None:
+    """A device whose clock is ahead sees the command as expired and does not act."""
+    device, sim = await fleet.run("entrance_reader", faults=Faults(clock_offset=60))
+    response = await fleet.api.post(
+        f"/v1/devices/{device['id']}/commands",
+        params={"wait": 5},
+        token=fleet.world.tokens["partner_admin"],
+        json={"action": "open"},
+    )
+    attempt = response.json()
+    assert attempt["status"] == "error"
+    assert attempt["error"]["type"] == "device_rejected"
+    assert attempt["error"]["code"] == "expired"
+    assert sim.executed == []
+
+
+async def test_unsupported_actions_and_bad_params_are_422(fleet: Fleet) -> None:
+    device = await fleet.provision("elevator_agent")
+    token = fleet.world.tokens["partner_admin"]
+    unknown = await fleet.api.post(
+        f"/v1/devices/{device['id']}/commands", token=token, json={"action": "unlock"}
+    )
+    assert unknown.status_code == 422
+    assert unknown.json()["errors"][0]["path"] == ["body", "action"]
+    bad = await fleet.api.post(
+        f"/v1/devices/{device['id']}/commands",
+        token=token,
+        json={"action": "call", "params": {"floor": "roof"}},
+    )
+    assert bad.status_code == 422
+    assert bad.json()["errors"][0]["path"][:3] == ["body", "params", "floor"]
+    too_long = await fleet.api.post(
+        f"/v1/devices/{device['id']}/commands",
+        token=token,
+        json={"action": "call", "params": {"floor": 3}, "ttl_seconds": 60},
+    )
+    assert too_long.status_code == 422
+
+
+async def test_elevator_call_and_zwave_hub_unverified_unlock(fleet: Fleet) -> None:
+    token = fleet.world.tokens["partner_admin"]
+    elevator, elevator_sim = await fleet.run("elevator_agent")
+    call = await fleet.api.post(
+        f"/v1/devices/{elevator['id']}/commands",
+        params={"wait": 5},
+        token=token,
+        json={"action": "call", "params": {"floor": -1}},
+    )
+    assert call.json()["status"] == "success"
+    assert elevator_sim.calls == [-1]
+    hub, _ = await fleet.run("zwave_hub")
+    unverified = await fleet.api.post(
+        f"/v1/devices/{hub['id']}/commands",
+        params={"wait": 5},
+        token=token,
+        json={"action": "unlock", "params": {"node_id": 4}},
+    )
+    assert unverified.json()["status"] == "success"
+    assert unverified.json()["was_confirmed_by_device"] is False
+
+
+async def test_an_entrance_without_a_device_is_a_conflict(fleet: Fleet) -> None:
+    token = fleet.world.tokens["partner_admin"]
+    gate = await fleet.api.create(
+        "/v1/entrances",
+        token,
+        {"site_id": fleet.world.site_id, "name": "parking gate", "kind": "parking_gate"},
+    )
+    response = await fleet.api.post(f"/v1/entrances/{gate['id']}/open", token=token)
+    assert response.status_code == 409
+    assert response.json()["type"] == "no_device"

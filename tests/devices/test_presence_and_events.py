@@ -1,0 +1,167 @@
+"""Presence from last will and heartbeats, health as data, and exactly-once events."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from sqlalchemy import func, select
+
+from sesame.devices import protocol
+from sesame.models import OutboxMessage
+from sesame.simulators import Faults
+from tests.devices.conftest import HEARTBEAT_TIMEOUT, Fleet
+
+
+def codes(issues: list[dict[str, object]]) -> list[object]:
+    return [issue["code"] for issue in issues]
+
+
+async def test_a_crash_is_announced_by_the_last_will(fleet: Fleet) -> None:
+    device, sim = await fleet.run("entrance_reader")
+    assert (await fleet.read(device["id"]))["errors"] == []
+    await sim.crash()
+    offline = await fleet.wait_for(lambda d: not d["online"], device["id"])
+    assert codes(offline["errors"]) == ["device_offline"]
+    assert offline["errors"][0]["created_at"]
+    await fleet.start(fleet.simulator(device))
+    back = await fleet.read(device["id"])
+    assert back["online"] is True
+    assert back["errors"] == []
+
+
+async def test_a_silent_device_goes_offline_after_the_heartbeat_timeout(fleet: Fleet) -> None:
+    device, _sim = await fleet.run("door_lock", heartbeat_interval=60)
+    offline = await fleet.wait_for(
+        lambda d: not d["online"], device["id"], seconds=HEARTBEAT_TIMEOUT + 5
+    )
+    assert codes(offline["errors"]) == ["device_offline"]
+    assert "no heartbeat" in offline["errors"][0]["message"]
+
+
+async def test_reported_state_and_low_battery_warning(fleet: Fleet) -> None:
+    device, sim = await fleet.run("door_lock", battery_pct=12)
+    seen = await fleet.wait_for(
+        lambda d: d["reported_state"].get("battery_pct") == 12, device["id"]
+    )
+    assert seen["firmware"] == "sim-1.0"
+    assert seen["reported_state"]["bolt"] == "locked"
+    assert codes(seen["warnings"]) == ["low_battery"]
+    sim.battery_pct = 80
+    sim.publish_state()
+    recovered = await fleet.wait_for(
+        lambda d: d["reported_state"]["battery_pct"] == 80, device["id"]
+    )
+    assert recovered["warnings"] == []
+
+
+async def test_repeated_disconnections_raise_a_flaky_connection_warning(fleet: Fleet) -> None:
+    device, sim = await fleet.run("entrance_reader")
+    assert (await fleet.read(device["id"]))["warnings"] == []
+    for _ in range(3):
+        await sim.crash()
+        await asyncio.sleep(0.3)
+        sim = await fleet.start(fleet.simulator(device), online=False)
+    flaky = await fleet.wait_for(lambda d: "flaky_connection" in codes(d["warnings"]), device["id"])
+    assert flaky["warnings"][0]["message"].startswith("3 disconnections")
+
+
+async def events_of(fleet: Fleet, device_id: str, **params: object) -> list[dict[str, object]]:
+    response = await fleet.api.get(
+        "/v1/events",
+        token=fleet.world.tokens["partner_admin"],
+        params={"device_id": device_id, **params},
+    )
+    assert response.status_code == 200
+    items: list[dict[str, object]] = response.json()["items"]
+    return items
+
+
+async def wait_acknowledged(sim: object, event: protocol.DeviceEvent, seconds: float = 5) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if event.event_id in sim.acked_events:  # type: ignore[attr-defined]
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("event never acknowledged")
+
+
+async def test_events_are_stored_and_acknowledged(fleet: Fleet) -> None:
+    device, sim = await fleet.run("doorbell")
+    event = sim.ring()
+    await wait_acknowledged(sim, event)
+    assert sim.pending_events == {}
+    [stored] = await events_of(fleet, device["id"], type="doorbell_rang")
+    assert stored["event_id"] == str(event.event_id)
+    assert stored["site_id"] == fleet.world.site_id
+
+
+async def test_an_event_sent_twice_is_stored_once(fleet: Fleet) -> None:
+    device, sim = await fleet.run("doorbell", faults=Faults(duplicate_events=1.0))
+    event = sim.ring()
+    await wait_acknowledged(sim, event)
+    assert len(await events_of(fleet, device["id"])) == 1
+    async with fleet.runtime.read_session_factory() as session:
+        count = (
+            await session.execute(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(
+                    OutboxMessage.topic == "device.event",
+                    OutboxMessage.aggregate_id == uuid.UUID(device["id"]),
+                )
+            )
+        ).scalar_one()
+    assert count == 1
+
+
+async def test_events_unacknowledged_at_a_disconnect_are_resent_and_stored_once(
+    fleet: Fleet,
+) -> None:
+    device, sim = await fleet.run("doorbell")
+    first = sim.ring()
+    await wait_acknowledged(sim, first)
+    # The gateway acknowledged, but pretend the acknowledgement was lost: the device
+    # still holds the event, and sends it again after reconnecting.
+    sim.pending_events[first.event_id] = (first, 0.0)
+    await sim.drop_connection()
+    await sim.connected.wait()
+    await wait_acknowledged(sim, first)
+    for _ in range(50):
+        if not sim.pending_events:
+            break
+        await asyncio.sleep(0.05)
+    assert sim.pending_events == {}
+    assert len(await events_of(fleet, device["id"])) == 1
+
+
+async def test_events_page_by_cursor_and_filter_by_time(fleet: Fleet) -> None:
+    device, sim = await fleet.run("doorbell")
+    rung = [sim.ring() for _ in range(5)]
+    for event in rung:
+        await wait_acknowledged(sim, event)
+    first = await fleet.api.get(
+        "/v1/events",
+        token=fleet.world.tokens["partner_admin"],
+        params={"device_id": device["id"], "limit": 3},
+    )
+    second = await fleet.api.get(
+        "/v1/events",
+        token=fleet.world.tokens["partner_admin"],
+        params={"device_id": device["id"], "limit": 3, "cursor": first.json()["next_cursor"]},
+    )
+    ids = [e["event_id"] for e in first.json()["items"] + second.json()["items"]]
+    assert sorted(ids) == sorted(str(e.event_id) for e in rung)
+    assert second.json()["next_cursor"] is None
+    later = await events_of(fleet, device["id"], since=rung[3].occurred_at.isoformat())
+    assert {e["event_id"] for e in later} == {str(rung[3].event_id), str(rung[4].event_id)}
+
+
+async def test_a_time_request_is_answered(fleet: Fleet) -> None:
+    _, sim = await fleet.run("entrance_reader", faults=Faults(clock_offset=-3.0))
+    sim.request_time()
+    for _ in range(100):
+        if sim.time_offsets_ms:
+            break
+        await asyncio.sleep(0.02)
+    # The server is about three seconds ahead of this device's clock.
+    assert 2800 < sim.time_offsets_ms[0] < 3200
