@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -53,6 +53,21 @@ log = get_logger("sesame.attempts")
 POLL_SECONDS = 0.5
 
 Publish = Callable[[str, bytes, int], Awaitable[None]]
+
+
+@dataclass
+class _Step:
+    """The outcome of taking a device's queue forward, acted on after the commit."""
+
+    finished: list[ActionAttempt] = field(default_factory=list)
+    send: ActionAttempt | None = None
+
+
+def _mark_sent(attempt: ActionAttempt, now: datetime) -> None:
+    attempt.phase = AttemptPhase.SENT
+    attempt.send_count = (attempt.send_count or 0) + 1
+    attempt.first_sent_at = attempt.first_sent_at or now
+    attempt.last_sent_at = now
 
 
 @dataclass(frozen=True)
@@ -95,12 +110,14 @@ class AttemptEngine:
         *,
         ttl_seconds: int | None,
         requested_by: str | None,
+        locked: bool = False,
     ) -> tuple[ActionAttempt, protocol.Command | None]:
         """Persist an attempt in the caller's transaction.
 
-        Returns the command to publish when the device can take it right away (nothing in
-        flight, online); the caller publishes it with ``sent`` after committing. Otherwise
-        the attempt waits in the queue and the caller calls ``dispatch`` after committing.
+        Returns the command to publish when the device can take it right away (nothing
+        pending, online); the caller publishes it with ``sent`` after committing.
+        Otherwise the attempt waits in the queue and the caller calls ``dispatch`` after
+        committing. ``locked``: the caller loaded ``device`` with its row lock.
         """
         if device.status is not DeviceStatus.ACTIVE:
             raise Conflict("the device is decommissioned", device_id=str(device.id))
@@ -123,19 +140,16 @@ class AttemptEngine:
             phase=AttemptPhase.QUEUED,
             send_count=0,
         )
+        if not locked:  # the caller may already hold the device's lock (one query less)
+            device = await DeviceRepository(session).locked(device.id) or device
         attempts = AttemptRepository(session)
-        locked = await DeviceRepository(session).locked(device.id)
         send_now = (
-            locked is not None
-            and locked.online
+            device.online
             and self._is_connected()
-            and not await attempts.has_in_flight(device.id)
-            and await attempts.oldest_queued(device.id) is None
+            and not await attempts.pending_for(device.id, limit=1)
         )
         if send_now:
-            attempt.phase = AttemptPhase.SENT
-            attempt.send_count = 1
-            attempt.first_sent_at = attempt.last_sent_at = now
+            _mark_sent(attempt, now)
         await attempts.add(attempt)
         return attempt, command if send_now else None
 
@@ -159,56 +173,63 @@ class AttemptEngine:
 
     async def dispatch(self, device_id: UUID) -> None:
         """Send the device's next queued attempt if it has none in flight; expire stale ones."""
-        while True:
-            command: protocol.Command | None = None
-            attempt: ActionAttempt | None = None
-            expired: ActionAttempt | None = None
-            with write_intent():
-                async with self.runtime.session_factory() as session:
-                    device = await DeviceRepository(session).locked(device_id)
-                    attempts = AttemptRepository(session)
-                    if device is None or await attempts.has_in_flight(device_id):
-                        return
-                    queued = await attempts.oldest_queued(device_id)
-                    if queued is None:
-                        return
-                    now = self.runtime.clock.now()
-                    if queued.expires_at <= now or device.status is not DeviceStatus.ACTIVE:
-                        expired = await self._expire(session, queued.id, device, now)
-                    elif not device.online or not self._is_connected():
-                        return
-                    else:
-                        queued.phase = AttemptPhase.SENT
-                        queued.send_count += 1
-                        queued.first_sent_at = queued.first_sent_at or now
-                        queued.last_sent_at = now
-                        attempt = queued
-                        command = protocol.Command(
-                            command_id=queued.id,
-                            action=queued.action,
-                            params=queued.params,
-                            issued_at=queued.created_at,
-                            expires_at=queued.expires_at,
-                        )
-                    await session.commit()
-            if expired is not None:
-                self._notify(expired)
+        with write_intent():
+            async with self.runtime.session_factory() as session:
+                device = await DeviceRepository(session).locked(device_id)
+                if device is None:
+                    return
+                step = await self._next(session, device)
+                await session.commit()
+        await self._after(step)
+
+    async def _next(self, session: AsyncSession, device: Device) -> _Step:
+        """In a transaction holding the device's lock: expire what is stale, and take the
+        next attempt to send if nothing is in flight and the device can receive it."""
+        step = _Step()
+        now = self.runtime.clock.now()
+        for attempt in await AttemptRepository(session).pending_for(device.id):
+            if attempt.phase is AttemptPhase.SENT:
+                return step
+            if attempt.expires_at <= now or device.status is not DeviceStatus.ACTIVE:
+                expired = await self._expire(session, attempt.id, device, now)
+                if expired is not None:
+                    step.finished.append(expired)
                 continue
-            if attempt is not None and command is not None:
-                await self.sent(attempt, command)
-            return
+            if device.online and self._is_connected():
+                _mark_sent(attempt, now)
+                step.send = attempt
+            return step
+        return step
+
+    async def _after(self, step: _Step) -> None:
+        """What follows a committed step: wake waiters, publish the next command."""
+        for attempt in step.finished:
+            self._notify(attempt)
+        if step.send is not None:
+            attempt = step.send
+            await self.sent(
+                attempt,
+                protocol.Command(
+                    command_id=attempt.id,
+                    action=attempt.action,
+                    params=attempt.params,
+                    issued_at=attempt.created_at,
+                    expires_at=attempt.expires_at,
+                ),
+            )
 
     # -- results, timeouts, expiry ------------------------------------------------------------
 
     async def on_result(self, device_id: UUID, result: protocol.CommandResult) -> None:
-        finished: ActionAttempt | None = None
+        """Finish the attempt a result answers and, in the same transaction, take the
+        device's next one."""
+        step = _Step()
         with write_intent():
             async with self.runtime.session_factory() as session:
-                device = await DeviceRepository(session).by_id(device_id)
+                device = await DeviceRepository(session).locked(device_id)
                 if device is None:
                     return
                 outcome = driver_for(device.kind).interpret(result)
-                now = self.runtime.clock.now()
                 finished = await AttemptRepository(session).finish(
                     result.command_id,
                     device_id=device_id,
@@ -216,11 +237,13 @@ class AttemptEngine:
                     was_confirmed_by_device=outcome.confirmed,
                     error=outcome.error,
                     result={"outcome": result.outcome.value, **result.data},
-                    completed_at=now,
+                    completed_at=self.runtime.clock.now(),
                 )
                 if finished is not None:
                     await outbox.append(session, [self._finished_message(finished)])
-                    await session.commit()
+                    step = await self._next(session, device)
+                    step.finished.insert(0, finished)
+                await session.commit()
         if finished is None:
             log.info(
                 "late_or_unknown_result",
@@ -230,8 +253,7 @@ class AttemptEngine:
             # Another process may have finished it; wake local waiters to re-read.
             self._wake(result.command_id)
             return
-        self._notify(finished)
-        await self.dispatch(device_id)
+        await self._after(step)
 
     async def _expire(
         self, session: AsyncSession, attempt_id: UUID, device: Device, now: datetime
@@ -255,8 +277,12 @@ class AttemptEngine:
         return finished
 
     async def _time_out(self, attempt_id: UUID, device_id: UUID) -> None:
+        step = _Step()
         with write_intent():
             async with self.runtime.session_factory() as session:
+                device = await DeviceRepository(session).locked(device_id)
+                if device is None:
+                    return
                 finished = await AttemptRepository(session).finish(
                     attempt_id,
                     only_phase=AttemptPhase.SENT,
@@ -269,10 +295,12 @@ class AttemptEngine:
                 )
                 if finished is not None:
                     await outbox.append(session, [self._finished_message(finished)])
-                    await session.commit()
-        if finished is not None:
-            self._notify(finished)
-        await self.dispatch(device_id)
+                    step.finished.append(finished)
+                following = await self._next(session, device)
+                step.finished += following.finished
+                step.send = following.send
+                await session.commit()
+        await self._after(step)
 
     def _watch(self, attempt_id: UUID, device_id: UUID, command: protocol.Command) -> None:
         task = asyncio.create_task(self._watch_loop(attempt_id, device_id, command))
@@ -356,24 +384,34 @@ class AttemptEngine:
     # -- waiting ------------------------------------------------------------------------------
 
     async def wait(self, attempt_id: UUID, seconds: float) -> ActionAttempt | None:
-        """The attempt once finished, or as it stands when ``seconds`` have passed."""
+        """The attempt once finished, or as it stands when ``seconds`` have passed.
+
+        Results heard by this process wake the waiter at once (no database read on that
+        path); every ``POLL_SECONDS`` it also reads the attempt, for results another
+        process heard and for timeouts.
+        """
         deadline = time.monotonic() + seconds
         done = self._done_event(attempt_id)
         self._waiting[attempt_id] = self._waiting.get(attempt_id, 0) + 1
         try:
             while True:
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    try:
+                        await asyncio.wait_for(done.wait(), timeout=min(remaining, POLL_SECONDS))
+                        done.clear()  # consumed; a wake during the next read sets it again
+                    except TimeoutError:
+                        pass
                 snapshot = self._finished.get(attempt_id)
                 if snapshot is not None:
                     return snapshot
                 attempt = await self._read(attempt_id)
-                remaining = deadline - time.monotonic()
-                if attempt is None or attempt.status is not AttemptStatus.PENDING or remaining <= 0:
+                if (
+                    attempt is None
+                    or attempt.status is not AttemptStatus.PENDING
+                    or time.monotonic() >= deadline
+                ):
                     return attempt
-                try:
-                    await asyncio.wait_for(done.wait(), timeout=min(remaining, POLL_SECONDS))
-                    done.clear()  # consumed; a wake during the next read sets it again
-                except TimeoutError:
-                    pass
         finally:
             self._release(attempt_id)
 

@@ -66,6 +66,7 @@ SUBSCRIBED_CHANNELS = (
 )
 SWEEP_SECONDS = 1.0
 HEARTBEAT_FLUSH_SECONDS = 2.0
+STATE_FLUSH_SECONDS = 0.5
 
 
 class _JitteredClient(gmqtt.Client):
@@ -109,6 +110,8 @@ class Gateway:
         self.ingestor = EventIngestor(runtime, self.publish)
         self._locks: defaultdict[UUID, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._heard: set[UUID] = set()
+        self.ingestor.on_seen = lambda devices: self._heard.update(devices)
+        self._states: dict[UUID, protocol.ReportedState] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
 
@@ -135,6 +138,7 @@ class Gateway:
         self._tasks = [
             asyncio.create_task(self._every(SWEEP_SECONDS, self._sweep)),
             asyncio.create_task(self._every(HEARTBEAT_FLUSH_SECONDS, self._flush_heard)),
+            asyncio.create_task(self._every(STATE_FLUSH_SECONDS, self._flush_states)),
         ]
         log.info("gateway_connected", broker=f"{self.host}:{self.port}")
 
@@ -275,14 +279,20 @@ class Gateway:
             await self.engine.dispatch(device_id)
 
     async def _state(self, device_id: UUID, state: protocol.ReportedState) -> None:
-        async with self._locks[device_id]:
-            with write_intent():
-                async with self.runtime.session_factory() as session:
-                    device = await DeviceRepository(session).locked(device_id)
-                    if device is None:
-                        return
-                    health.reported(device, state, self.runtime.clock.now())
-                    await session.commit()
+        """Keep the latest report; ``_flush_states`` writes them in batches (a state
+        report is never urgent, and a write per report would compete with commands)."""
+        self._states[device_id] = state
+
+    async def _flush_states(self) -> None:
+        states, self._states = self._states, {}
+        if not states:
+            return
+        with write_intent():
+            async with self.runtime.session_factory() as session:
+                now = self.runtime.clock.now()
+                for device in await DeviceRepository(session).locked_many(sorted(states)):
+                    health.reported(device, states[device.id], now)
+                await session.commit()
 
     # -- periodic work ----------------------------------------------------------------------
 

@@ -3,9 +3,10 @@
 Events are queued as they arrive and written in batches (up to ``max_batch`` events or
 ``max_delay`` seconds) in one transaction: the events (a repeated ``event_id`` of the same
 device is skipped by the unique index), a ``device.event`` outbox message for each new
-one, and the devices' ``last_seen_at``. Only after the commit does the gateway tell each
-device, on ``events/ack``, which of its events are stored; a device resends anything
-unacknowledged, so neither a crash nor a broker restart loses an event, and resending
+one. (``last_seen_at`` is left to the gateway's batched presence writes, so that an
+event never waits for, or holds, its device's row lock.) Only after the commit does the
+gateway tell each device, on ``events/ack``, which of its events are stored; a device
+resends anything unacknowledged, so neither a crash nor a broker restart loses an event, and resending
 never duplicates one.
 """
 
@@ -51,6 +52,7 @@ class EventIngestor:
         # device -> (partner, site, active); a device's partner and site never change.
         self._routing: TTLCache[UUID, tuple[UUID, UUID, bool]] = TTLCache(100_000, ttl=60)
         self._task: asyncio.Task[None] | None = None
+        self.on_seen: Callable[[set[UUID]], None] = lambda devices: None
         self.stored = 0
         self.duplicates = 0
 
@@ -145,10 +147,10 @@ class EventIngestor:
                             for row in new
                         ],
                     )
-                    await DeviceRepository(session).touch(sorted(acks), now)
                     await session.commit()
             self.stored += len(new)
             self.duplicates += len(batch) - len(new)
+        self.on_seen(set(acks))
         for device_id, event_ids in acks.items():
             ack = protocol.EventsAck(event_ids=list(dict.fromkeys(event_ids)))
             try:

@@ -10,7 +10,7 @@ from uuid import UUID
 from sqlalchemy import ColumnElement, select, update
 
 from sesame.kit.db import dialect_insert
-from sesame.kit.repository import CrudRepository
+from sesame.kit.repository import CrudRepository, TenantScope, tenant_clauses
 from sesame.models import (
     ActionAttempt,
     AttemptPhase,
@@ -19,6 +19,7 @@ from sesame.models import (
     DeviceEventRecord,
     DeviceKind,
     DeviceStatus,
+    Entrance,
 )
 
 
@@ -46,6 +47,12 @@ class DeviceRepository(CrudRepository[Device]):
         )
         return result.scalar_one_or_none()
 
+    async def locked_many(self, device_ids: Sequence[UUID]) -> Sequence[Device]:
+        result = await self.session.execute(
+            select(Device).where(Device.id.in_(device_ids)).order_by(Device.id).with_for_update()
+        )
+        return result.scalars().all()
+
     async def credential_hash(self, device_id: UUID) -> str | None:
         result = await self.session.execute(
             select(Device.credential_hash).where(
@@ -62,17 +69,33 @@ class DeviceRepository(CrudRepository[Device]):
         )
         return [(row[0], str(row[1])) for row in result.all()]
 
-    async def openers_of(self, entrance_id: UUID, kinds: Sequence[DeviceKind]) -> Sequence[Device]:
+    async def locked_in_scope(self, scope: TenantScope, device_id: UUID) -> Device | None:
+        """A device the caller may see, locked for this transaction."""
+        result = await self.session.execute(
+            self.scoped(scope).where(Device.id == device_id).with_for_update()
+        )
+        device: Device | None = result.scalar_one_or_none()
+        return device
+
+    async def opener_of(
+        self, scope: TenantScope, entrance_id: UUID, kinds: Sequence[DeviceKind]
+    ) -> Device | None:
+        """The device that opens an entrance the caller may see (an online one first),
+        locked for this transaction; one query for what the open path needs."""
         result = await self.session.execute(
             select(Device)
+            .join(Entrance, Entrance.id == Device.entrance_id)
             .where(
-                Device.entrance_id == entrance_id,
+                Entrance.id == entrance_id,
+                *tenant_clauses(Entrance, scope),
                 Device.kind.in_(kinds),
                 Device.status == DeviceStatus.ACTIVE,
             )
             .order_by(Device.online.desc(), Device.id)
+            .limit(1)
+            .with_for_update(of=Device)
         )
-        return result.scalars().all()
+        return result.scalar_one_or_none()
 
     async def touch(self, device_ids: Sequence[UUID], when: datetime) -> None:
         if device_ids:
@@ -128,22 +151,18 @@ class AttemptRepository(CrudRepository[ActionAttempt]):
         )
         return result.scalar_one_or_none()
 
-    async def has_in_flight(self, device_id: UUID) -> bool:
-        result = await self.session.execute(
-            select(ActionAttempt.id)
-            .where(ActionAttempt.device_id == device_id, ActionAttempt.phase == AttemptPhase.SENT)
-            .limit(1)
-        )
-        return result.first() is not None
-
-    async def oldest_queued(self, device_id: UUID) -> ActionAttempt | None:
+    async def pending_for(self, device_id: UUID, limit: int = 50) -> Sequence[ActionAttempt]:
+        """The device's unfinished attempts, oldest first."""
         result = await self.session.execute(
             select(ActionAttempt)
-            .where(ActionAttempt.device_id == device_id, ActionAttempt.phase == AttemptPhase.QUEUED)
+            .where(
+                ActionAttempt.device_id == device_id,
+                ActionAttempt.phase.in_((AttemptPhase.QUEUED, AttemptPhase.SENT)),
+            )
             .order_by(ActionAttempt.created_at, ActionAttempt.id)
-            .limit(1)
+            .limit(limit)
         )
-        return result.scalar_one_or_none()
+        return result.scalars().all()
 
     async def finish(
         self,

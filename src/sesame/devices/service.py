@@ -31,7 +31,13 @@ from sesame.devices.drivers.native import OPEN_ACTIONS
 from sesame.devices.repository import AttemptRepository, DeviceRepository, EventRepository
 from sesame.devices.schemas import CommandRequest, DeviceCreate, OpenRequest
 from sesame.kit.db import after_commit
-from sesame.kit.errors import Conflict, FieldError, ServiceUnavailable, ValidationFailed
+from sesame.kit.errors import (
+    Conflict,
+    FieldError,
+    NotFound,
+    ServiceUnavailable,
+    ValidationFailed,
+)
 from sesame.kit.logging import get_logger
 from sesame.kit.security import equal, new_token
 from sesame.models import ActionAttempt, Device, DeviceEventRecord, DeviceStatus
@@ -129,7 +135,12 @@ class DeviceService(CrudService[Device]):
     async def command(
         self, object_id: UUID, request: CommandRequest
     ) -> tuple[ActionAttempt, protocol.Command | None]:
-        device = await self._active_for_write(object_id)
+        self.principal.require(self.group, Action.WRITE)
+        device = await DeviceRepository(self.session).locked_in_scope(
+            self.principal.scope, object_id
+        )
+        if device is None:
+            raise NotFound(f"device {object_id} not found")
         return await _engine(self.runtime).submit(
             self.session,
             device,
@@ -137,6 +148,7 @@ class DeviceService(CrudService[Device]):
             request.params,
             ttl_seconds=request.ttl_seconds,
             requested_by=self.principal.idempotency_scope,
+            locked=True,
         )
 
     async def open_entrance(
@@ -144,12 +156,13 @@ class DeviceService(CrudService[Device]):
     ) -> tuple[ActionAttempt, protocol.Command | None]:
         """Open an entrance through the device bound to it (an online one first)."""
         self.principal.require(self.group, Action.WRITE)
-        entrance = await self.visible(EntranceRepository(self.session), entrance_id, "entrance")
-        openers = await DeviceRepository(self.session).openers_of(entrance.id,
-                                                                  list(OPEN_ACTIONS))
-        if not openers:
+        device = await DeviceRepository(self.session).opener_of(
+            self.principal.scope, entrance_id, list(OPEN_ACTIONS)
+        )
+        if device is None:
+            # Tell "no such entrance" (404) from "nothing to open it with" (409).
+            await self.visible(EntranceRepository(self.session), entrance_id, "entrance")
             raise NoDevice("no active device can open this entrance")
-        device = openers[0]
         action = OPEN_ACTIONS[device.kind]
         params = (
             {"duration_s": request.duration_s}
@@ -163,6 +176,7 @@ class DeviceService(CrudService[Device]):
             params,
             ttl_seconds=request.ttl_seconds,
             requested_by=self.principal.idempotency_scope,
+            locked=True,
         )
 
     # -- helpers ----------------------------------------------------------------------------
