@@ -185,8 +185,8 @@ class Stack:
             env=self.env,
             cwd=self.directory,
             stdout=subprocess.DEVNULL,
-            stderr=open(self.directory / "server.log", "wb"),
-        )  # noqa: SIM115
+            stderr=open(self.directory / "server.log", "wb"),  # noqa: SIM115 - the child owns it
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):

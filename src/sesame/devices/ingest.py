@@ -6,8 +6,8 @@ device is skipped by the unique index), a ``device.event`` outbox message for ea
 one. (``last_seen_at`` is left to the gateway's batched presence writes, so that an
 event never waits for, or holds, its device's row lock.) Only after the commit does the
 gateway tell each device, on ``events/ack``, which of its events are stored; a device
-resends anything unacknowledged, so neither a crash nor a broker restart loses an event, and resending
-never duplicates one.
+resends anything unacknowledged, so neither a crash nor a broker restart loses an
+event, and resending never duplicates one.
 """
 
 from __future__ import annotations
