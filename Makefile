@@ -24,8 +24,11 @@ run: $(STAMP)  ## migrate, seed the demo and serve on http://127.0.0.1:8000
 test: $(STAMP)  ## the whole suite, on SQLite and on PostgreSQL
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
-bench: $(STAMP)  ## load figures (needs wrk and hey: apt-get install wrk hey)
+bench: $(STAMP)  ## load figures (needs wrk, hey, mosquitto: apt-get install wrk hey mosquitto)
 	$(BIN)/python bench/api_throughput.py
+	$(BIN)/python bench/command_rtt.py
+	$(BIN)/python bench/event_ingest.py
+	$(BIN)/python bench/device_fleet.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

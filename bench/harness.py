@@ -202,6 +202,12 @@ class Stack:
         assert self._server is not None
         return self._server.pid
 
+    def stop_server(self) -> None:
+        if self._server is not None and self._server.poll() is None:
+            self._server.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._server.wait(timeout=20)
+
     def stop(self) -> None:
         for process in (self._server, self._mosquitto):
             if process is not None and process.poll() is None:
