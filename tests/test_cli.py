@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -133,3 +136,72 @@ def test_staff_create_validates_and_reports_errors(tmp_path: Path) -> None:
     duplicate = create("ops@example.test", "a long enough password")
     assert duplicate.returncode == 1
     assert "conflict" in duplicate.stderr
+
+
+def test_sim_provisions_devices_of_each_kind_and_runs_them(tmp_path: Path) -> None:
+    env = dev_env(tmp_path)
+    run_in(tmp_path, env, "db", "upgrade")
+    printed = run_in(tmp_path, env, "demo")
+    api_key = re.search(r"(ses_[0-9a-f]{12}_\S+)", printed).group(1)  # type: ignore[union-attr]
+    site_id = re.search(r"Site:\s+(\S+)", printed).group(1)  # type: ignore[union-attr]
+    server = ServerProcess(env, free_port())
+    simulation = None
+    try:
+        server.wait_ready()
+        simulation = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sesame",
+                "sim",
+                "--file",
+                "sim.json",
+                "--provision",
+                "2",
+                "--kinds",
+                "door_lock,elevator_agent",
+                "--api",
+                server.base_url,
+                "--api-key",
+                api_key,
+                "--site-id",
+                site_id,
+                "--heartbeat",
+                "1",
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        headers = {"Authorization": f"Bearer {api_key}"}
+        deadline = time.monotonic() + 30
+        online: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            listed = httpx.get(
+                f"{server.base_url}/v1/devices", headers=headers, params={"online": True}
+            ).json()["items"]
+            online = [d for d in listed if str(d["name"]).startswith("simulated")]
+            if len(online) == 4:
+                break
+            time.sleep(0.3)
+        assert sorted(d["kind"] for d in online) == [
+            "door_lock",
+            "door_lock",
+            "elevator_agent",
+            "elevator_agent",
+        ]
+        lock = next(d for d in online if d["kind"] == "door_lock")
+        unlocked = httpx.post(
+            f"{server.base_url}/v1/devices/{lock['id']}/commands",
+            headers=headers,
+            params={"wait": 5},
+            json={"action": "unlock"},
+        )
+        assert unlocked.json()["status"] == "success"
+        assert len(json.loads((tmp_path / "sim.json").read_text())) == 4
+    finally:
+        if simulation is not None:
+            simulation.terminate()
+            simulation.wait(timeout=15)
+        server.stop()

@@ -214,12 +214,31 @@ def sim(
     disconnect_every: Annotated[
         float, typer.Option(help="Drop every connection this often (seconds; 0: never).")
     ] = 0.0,
+    clock_drift_ppm: Annotated[float, typer.Option(help="How fast the clocks drift.")] = 0.0,
+    provision: Annotated[
+        int,
+        typer.Option(
+            help="First provision this many devices of each kind (see --kinds) "
+            "through the API, adding them to FILE."
+        ),
+    ] = 0,
+    api: Annotated[str, typer.Option(help="Sesame's URL, for --provision.")] = (
+        "http://127.0.0.1:8000"
+    ),
+    api_key: Annotated[
+        str | None, typer.Option(help="A partner API key with devices:write, for --provision.")
+    ] = None,
+    site_id: Annotated[str | None, typer.Option(help="The site, for --provision.")] = None,
+    kinds: Annotated[str, typer.Option(help="Kinds to provision, comma-separated.")] = (
+        "entrance_reader,door_lock,doorbell,zwave_hub,elevator_agent"
+    ),
 ) -> None:
     """Run simulated devices against any broker until interrupted."""
+    import json
     import random
 
     from sesame.kit.logging import configure_logging
-    from sesame.simulators import Faults, load_fleet, start_fleet
+    from sesame.simulators import Faults, load_fleet, provision_fleet, start_fleet
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -228,7 +247,17 @@ def sim(
         result_delay=result_delay,
         duplicate_events=duplicate_events,
         clock_offset=clock_offset,
+        clock_drift_ppm=clock_drift_ppm,
     )
+    if provision > 0:
+        if not api_key or not site_id:
+            typer.echo("--provision needs --api-key and --site-id", err=True)
+            raise typer.Exit(2)
+        added = asyncio.run(provision_fleet(api, api_key, site_id, kinds.split(","), provision))
+        known = json.loads(file.read_text()) if file.exists() else []
+        file.write_text(json.dumps(known + added, indent=2))
+        file.chmod(0o600)
+        typer.echo(f"provisioned {len(added)} devices into {file}")
 
     async def run() -> None:
         fleet = load_fleet(file, faults=faults, heartbeat_interval=heartbeat)

@@ -234,6 +234,9 @@ class ReportedState(Message):
     door: DoorState | None = None
     bolt: BoltState | None = None
     relay_on: bool | None = None
+    clock_offset_ms: int | None = Field(
+        default=None, description="The device's last measured offset from server time."
+    )
     extra: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -15,7 +15,7 @@ from sesame.models import DeviceKind
 from sesame.simulators.device import Faults, SimulatedDevice
 from sesame.simulators.kinds import SIMULATORS
 
-__all__ = ["Faults", "SimulatedDevice", "load_fleet", "simulator", "start_fleet"]
+__all__ = ["Faults", "SimulatedDevice", "load_fleet", "provision_fleet", "simulator", "start_fleet"]
 
 
 def simulator(
@@ -29,6 +29,42 @@ def load_fleet(path: Path, **options: Any) -> list[SimulatedDevice]:
     return [
         simulator(e["kind"], e["device_id"], e["password"], e["url"], **options) for e in entries
     ]
+
+
+async def provision_fleet(
+    api: str, api_key: str, site_id: str, kinds: list[str], count: int
+) -> list[dict[str, str]]:
+    """Provision ``count`` devices of each kind through the HTTP API, as an installer would."""
+    import httpx
+
+    async with httpx.AsyncClient(
+        base_url=api, timeout=30, headers={"Authorization": f"Bearer {api_key}"}
+    ) as client:
+        provisioned = []
+        for kind in kinds:
+            for n in range(count):
+                response = await client.post(
+                    "/v1/devices",
+                    json={
+                        "site_id": site_id,
+                        "kind": kind,
+                        "name": f"simulated {kind} {n + 1}",
+                        "model": "simulator",
+                    },
+                )
+                response.raise_for_status()
+                body = response.json()
+                mqtt = body["credentials"]["mqtt"]
+                provisioned.append(
+                    {
+                        "device_id": body["id"],
+                        "kind": kind,
+                        "name": body["name"],
+                        "password": mqtt["password"],
+                        "url": mqtt["url"],
+                    }
+                )
+        return provisioned
 
 
 async def start_fleet(devices: list[SimulatedDevice], *, concurrency: int = 50) -> None:
