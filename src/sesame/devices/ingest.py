@@ -42,7 +42,7 @@ class Arrival:
 
 class EventIngestor:
     def __init__(
-        self, runtime: Runtime, publish: Publish, *, max_batch: int = 500, max_delay: float = 0.01
+        self, runtime: Runtime, publish: Publish, *, max_batch: int = 500, max_delay: float = 0.05
     ) -> None:
         self.runtime = runtime
         self._publish = publish
