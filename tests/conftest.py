@@ -26,6 +26,9 @@ from sesame.runtime import Runtime, build_runtime
 from sesame.settings import Settings
 from tests.support import Api, ShiftableClock, World, make_world, platform_admin_token
 
+# Device fixtures (a gateway on a real broker, simulated devices), for every package.
+pytest_plugins = ["tests.device_fixtures"]
+
 CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_ADMIN_URL = os.environ.get(
     "SESAME_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -155,6 +155,13 @@ async def _populate_site(api: Api, token: str, site_id: str, partner_id: str) ->
             "entrance_id": entrance["id"],
         },
     )
+    keys = await api.get("/v1/keys", token=token, params={"person_id": person["id"]})
+    lock = await api.create(
+        "/v1/devices",
+        token,
+        {"site_id": site_id, "kind": "door_lock", "name": "unit lock", "unit_id": unit["id"]},
+    )
+    pin = await api.create("/v1/pin-codes", token, {"device_id": lock["id"], "code": "2468"})
     return {
         "site": site_id,
         "building": building["id"],
@@ -163,6 +170,8 @@ async def _populate_site(api: Api, token: str, site_id: str, partner_id: str) ->
         "person": person["id"],
         "household": household["id"],
         "device": device["id"],
+        "key": keys.json()["items"][0]["id"],
+        "pin_code": pin["id"],
     }
 
 
@@ -200,7 +209,13 @@ async def make_world(api: Api, admin: str, runtime: Runtime) -> World:
         {
             "partner_id": partner["id"],
             "name": "integration",
-            "scopes": ["partners:write", "sites:write", "people:write", "devices:write"],
+            "scopes": [
+                "partners:write",
+                "sites:write",
+                "people:write",
+                "devices:write",
+                "keys:write",
+            ],
         },
     )
     world.api_key = key

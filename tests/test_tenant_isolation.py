@@ -23,6 +23,8 @@ RESOURCES = {
     "staff_account": ("/v1/staff", {"name": "renamed"}),
     "api_key": ("/v1/api-keys", {"name": "renamed"}),
     "device": ("/v1/devices", {"name": "renamed"}),
+    "key": ("/v1/keys", {"name": "renamed"}),
+    "pin_code": ("/v1/pin-codes", {"name": "renamed"}),
 }
 ROLES = ("partner_admin", "site_manager", "installer", "api_key")
 
@@ -40,6 +42,8 @@ ALLOWED = {
         "staff_account": "",
         "api_key": "",
         "device": "rw",
+        "key": "rw",
+        "pin_code": "rw",
     },
     "installer": {
         "partner": "r",
@@ -52,6 +56,8 @@ ALLOWED = {
         "staff_account": "",
         "api_key": "",
         "device": "rw",
+        "key": "",
+        "pin_code": "",
     },
     "api_key": {
         "partner": "rw",
@@ -64,6 +70,8 @@ ALLOWED = {
         "staff_account": "",
         "api_key": "",
         "device": "rw",
+        "key": "rw",
+        "pin_code": "rw",
     },
 }
 
@@ -105,7 +113,17 @@ async def test_another_partners_objects_are_invisible(
 @pytest.mark.parametrize("role", ["site_manager", "installer"])
 async def test_site_staff_see_only_their_sites(api: Api, world: World, role: str) -> None:
     token = world.tokens[role]
-    for resource in ("site", "building", "unit", "entrance", "person", "household", "device"):
+    for resource in (
+        "site",
+        "building",
+        "unit",
+        "entrance",
+        "person",
+        "household",
+        "device",
+        "key",
+        "pin_code",
+    ):
         path = RESOURCES[resource][0]
         foreign_id = world.other_site_ids[resource]
         expected = _denied_status(role, resource)

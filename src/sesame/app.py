@@ -16,6 +16,9 @@ from sesame.auth.endpoints import api_keys_router, auth_router, me_router
 from sesame.auth.repository import purge_expired
 from sesame.devices.endpoints import routers as devices_routers
 from sesame.devices.lifecycle import start_devices, stop_devices
+from sesame.keys.endpoints import routers as keys_routers
+from sesame.keys.install import background as keys_background
+from sesame.keys.install import install as install_keys
 from sesame.kit.logging import configure_logging, get_logger
 from sesame.kit.middleware import ObservabilityMiddleware
 from sesame.partners.endpoints import router as partners_router
@@ -52,6 +55,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     staff_router,
     api_keys_router,
     *devices_routers,
+    *keys_routers,
 )
 
 
@@ -87,6 +91,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         gc.freeze()
         gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
         maintenance = asyncio.create_task(_maintenance(runtime))
+        keys_work = asyncio.create_task(keys_background(runtime))
         await start_devices(runtime)
         log.info(
             "started",
@@ -97,9 +102,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         try:
             yield
         finally:
-            maintenance.cancel()
-            with suppress(asyncio.CancelledError):
-                await maintenance
+            for task in (maintenance, keys_work):
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
             await stop_devices(runtime)
             if owns_runtime:
                 await runtime.close()
@@ -114,6 +120,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         redoc_url=None,
     )
     app.state.runtime = runtime
+    install_keys(runtime)
     errors.install(app)
     openapi.install(app)
     app.include_router(health_router)

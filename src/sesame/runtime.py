@@ -7,12 +7,13 @@ sender that records instead of sending.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sesame.auth.cache import CredentialCache
+from sesame.devices.hooks import DeviceHooks
 from sesame.kit.clock import Clock, SystemClock
 from sesame.kit.db import create_engine, create_read_session_factory, create_session_factory
 from sesame.kit.security import b64url, derive_key
@@ -49,6 +50,7 @@ class Runtime:
     sms_sender: Any
     credential_cache: CredentialCache
     # Started by the app's lifespan when devices are enabled.
+    device_hooks: DeviceHooks = field(default_factory=DeviceHooks)
     gateway: Any = None
     broker: Any = None
     simulators: Any = None

@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     # With a local Mosquitto: rewrite its password file here and SIGHUP it on changes.
     mosquitto_config_dir: str | None = None
     mosquitto_pid_file: str | None = None
+    # Time-bound PIN codes are programmed this long before they start.
+    pin_lead_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
     # Development: run the simulated devices listed in this file inside `sesame serve`.
     simulate_devices_file: str | None = None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from sesame.devices.lifecycle import embedded_broker
-from tests.devices.conftest import Fleet
+from tests.device_fixtures import Fleet
 
 
 async def restart_broker(fleet: Fleet, broker_kind: str) -> None:

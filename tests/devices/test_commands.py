@@ -6,7 +6,7 @@ import asyncio
 import itertools
 
 from sesame.simulators import Faults
-from tests.devices.conftest import Fleet
+from tests.device_fixtures import Fleet
 
 
 async def test_opening_an_entrance_succeeds_and_is_confirmed(fleet: Fleet) -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.devices.conftest import Fleet
+from tests.device_fixtures import Fleet
 from tests.support import Api, World
 
 ROLES = ["partner_admin", "site_manager", "installer", "api_key"]

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sesame.devices import protocol
 from sesame.models import OutboxMessage
 from sesame.simulators import Faults
-from tests.devices.conftest import HEARTBEAT_TIMEOUT, Fleet
+from tests.device_fixtures import HEARTBEAT_TIMEOUT, Fleet
 
 
 def codes(issues: list[dict[str, object]]) -> list[object]:

@@ -122,11 +122,18 @@ async def test_household_needs_person_and_unit_of_the_same_partner(
     assert response.status_code == 404
 
 
-async def test_person_with_a_household_cannot_be_deleted(api: Api, world: World) -> None:
+async def test_person_with_a_household_or_key_history_cannot_be_deleted(
+    api: Api, world: World
+) -> None:
+    """A household blocks deletion; so do keys, revoked or not: they are evidence."""
     token = world.tokens["partner_admin"]
     response = await api.delete(f"/v1/people/{world.ids['person']}", token=token)
     assert response.status_code == 409
     assert (
         await api.delete(f"/v1/households/{world.ids['household']}", token=token)
     ).status_code == 204
-    assert (await api.delete(f"/v1/people/{world.ids['person']}", token=token)).status_code == 204
+    again = await api.delete(f"/v1/people/{world.ids['person']}", token=token)
+    assert again.status_code == 409
+    assert again.json()["type"] == "has_dependents"
+    newcomer = await api.create("/v1/people", token, {"phone": unique_phone(), "name": "N"})
+    assert (await api.delete(f"/v1/people/{newcomer['id']}", token=token)).status_code == 204

@@ -17,13 +17,12 @@ from typing import Any
 
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
 from sesame.api import idempotency
 from sesame.auth.principal import authenticate, record_api_key_use
-from sesame.kit.db import reset_write_intent, set_write_intent, take_after_commit
+from sesame.kit.db import commit, reset_write_intent, set_write_intent
 from sesame.kit.errors import Conflict, SesameError, Unauthorized
 from sesame.kit.logging import get_logger
 from sesame.runtime import Runtime
@@ -81,8 +80,14 @@ async def _in_transaction(
             response = await endpoint_handler(request)
         except SesameError as exc:
             if exc.keep_changes:
-                await session.commit()
-                await run_after_commit(session)
+                await commit(session)
+            elif pending is not None and exc.status == 409:
+                # A twin request with the same key may have just created what this one
+                # collided with: if it committed its answer, that answer is ours too.
+                await session.rollback()
+                replay = await idempotency.stored_response(session, runtime, pending)
+                if replay is not None:
+                    return replay
             raise
         if not unsafe:
             return response
@@ -103,19 +108,8 @@ async def _in_transaction(
                 if replay is None:
                     raise
                 return replay
-        await session.commit()
-        await run_after_commit(session)
+        await commit(session)
         return response
-
-
-async def run_after_commit(session: AsyncSession) -> None:
-    """Effects registered with ``after_commit``; a failure is logged, never raised: the
-    work is committed and the client must hear so."""
-    for callback in take_after_commit(session):
-        try:
-            await callback()
-        except Exception as exc:
-            log.warning("after_commit_failed", error_type=type(exc).__name__)
 
 
 async def _idempotency_scope(request: Request, session: Any, runtime: Runtime) -> str:

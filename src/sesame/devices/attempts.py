@@ -34,16 +34,18 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sesame.devices import protocol
 from sesame.devices.drivers import driver_for
 from sesame.devices.repository import AttemptRepository, DeviceRepository
-from sesame.kit.db import write_intent
+from sesame.kit.db import commit, write_intent
 from sesame.kit.errors import Conflict
 from sesame.kit.ids import new_id
 from sesame.kit.logging import get_logger
 from sesame.kit.retry import RetryBudget, backoff_delay
+from sesame.kit.security import seal, unseal
 from sesame.models import ActionAttempt, AttemptPhase, AttemptStatus, Device, DeviceStatus
 from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime
@@ -126,13 +128,15 @@ class AttemptEngine:
         command = driver_for(device.kind).build_command(
             action, params, command_id=attempt_id, now=now, ttl_seconds=ttl_seconds
         )
+        secret = driver_for(device.kind).actions[action].secret_params
         attempt = ActionAttempt(
             id=attempt_id,
             partner_id=device.partner_id,
             site_id=device.site_id,
             device_id=device.id,
             action=action,
-            params=command.params,
+            params={k: ("****" if k in secret else v) for k, v in command.params.items()},
+            sealed_params=self._seal(attempt_id, command.params) if secret else None,
             created_at=now,
             expires_at=command.expires_at,
             requested_by=requested_by,
@@ -152,6 +156,18 @@ class AttemptEngine:
             _mark_sent(attempt, now)
         await attempts.add(attempt)
         return attempt, command if send_now else None
+
+    def _seal(self, attempt_id: UUID, params: dict[str, Any]) -> bytes:
+        """Secret params (a PIN) are kept sealed; the attempt shows them masked."""
+        return seal(self.runtime.keys.idempotency, orjson.dumps(params), attempt_id.bytes)
+
+    def _params(self, attempt: ActionAttempt) -> dict[str, Any]:
+        if attempt.sealed_params is None:
+            return dict(attempt.params)
+        unsealed: dict[str, Any] = orjson.loads(
+            unseal(self.runtime.keys.idempotency, attempt.sealed_params, attempt.id.bytes)
+        )
+        return unsealed
 
     async def sent(self, attempt: ActionAttempt, command: protocol.Command) -> None:
         """Publish a command whose attempt is committed as sent, and watch for its result."""
@@ -179,7 +195,7 @@ class AttemptEngine:
                 if device is None:
                     return
                 step = await self._next(session, device)
-                await session.commit()
+                await commit(session)
         await self._after(step)
 
     async def _next(self, session: AsyncSession, device: Device) -> _Step:
@@ -212,7 +228,7 @@ class AttemptEngine:
                 protocol.Command(
                     command_id=attempt.id,
                     action=attempt.action,
-                    params=attempt.params,
+                    params=self._params(attempt),
                     issued_at=attempt.created_at,
                     expires_at=attempt.expires_at,
                 ),
@@ -241,9 +257,10 @@ class AttemptEngine:
                 )
                 if finished is not None:
                     await outbox.append(session, [self._finished_message(finished)])
+                    await self.runtime.device_hooks.finished(session, finished)
                     step = await self._next(session, device)
                     step.finished.insert(0, finished)
-                await session.commit()
+                await commit(session)
         if finished is None:
             log.info(
                 "late_or_unknown_result",
@@ -274,6 +291,7 @@ class AttemptEngine:
         )
         if finished is not None:
             await outbox.append(session, [self._finished_message(finished)])
+            await self.runtime.device_hooks.finished(session, finished)
         return finished
 
     async def _time_out(self, attempt_id: UUID, device_id: UUID) -> None:
@@ -295,11 +313,12 @@ class AttemptEngine:
                 )
                 if finished is not None:
                     await outbox.append(session, [self._finished_message(finished)])
+                    await self.runtime.device_hooks.finished(session, finished)
                     step.finished.append(finished)
                 following = await self._next(session, device)
                 step.finished += following.finished
                 step.send = following.send
-                await session.commit()
+                await commit(session)
         await self._after(step)
 
     def _watch(self, attempt_id: UUID, device_id: UUID, command: protocol.Command) -> None:
@@ -360,7 +379,7 @@ class AttemptEngine:
                 if attempt is not None and attempt.status is AttemptStatus.PENDING:
                     attempt.send_count += 1
                     attempt.last_sent_at = now
-                    await session.commit()
+                    await commit(session)
 
     async def sweep(self) -> int:
         """Finish what is overdue and resume stalled queues; returns attempts finished."""

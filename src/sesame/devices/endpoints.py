@@ -27,6 +27,8 @@ from sesame.devices.schemas import (
     OpenRequest,
 )
 from sesame.devices.service import AttemptService, DeviceService, EventService
+from sesame.keys import resident
+from sesame.kit.db import commit
 from sesame.kit.pagination import Page
 from sesame.models import ActionAttempt, Device
 from sesame.runtime import Runtime
@@ -139,7 +141,7 @@ async def _run(
     session: Any, runtime: Runtime, attempt: ActionAttempt, command: Any, wait: float
 ) -> ActionAttemptRead:
     """Commit the attempt, then send it (or let the queue do so), then wait if asked."""
-    await session.commit()  # persisted before it is sent
+    await commit(session)  # persisted before it is sent
     engine = runtime.gateway.engine
     if command is not None:
         await engine.sent(attempt, command)
@@ -199,10 +201,17 @@ async def open_entrance(
     body: OpenRequest | None = None,
     wait: Wait = 0,
 ) -> ActionAttemptRead:
-    """Open an entrance through its device, as an action attempt."""
-    attempt, command = await DeviceService(session, principal, runtime).open_entrance(
-        entrance_id, body or OpenRequest()
-    )
+    """Open an entrance through its device, as an action attempt. A resident's request
+    is checked against their keys first, and written to the access log either way."""
+    request = body or OpenRequest()
+    if principal.kind == "resident":
+        attempt, command = await resident.open_entrance(
+            session, runtime, principal, entrance_id, request.duration_s, request.ttl_seconds
+        )
+    else:
+        attempt, command = await DeviceService(session, principal, runtime).open_entrance(
+            entrance_id, request
+        )
     response.headers["Location"] = f"{API_PREFIX}/action-attempts/{attempt.id}"
     return await _run(session, runtime, attempt, command, wait)
 

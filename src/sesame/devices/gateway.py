@@ -277,6 +277,13 @@ class Gateway:
                     await session.commit()
         if came_online:
             await self.engine.dispatch(device_id)
+        if presence.online:  # every (re)connection, not only transitions: the broker may
+            # have lost what it retained for the device (a restart of the embedded one)
+            for hook in self.runtime.device_hooks.online:
+                try:
+                    await hook(device_id)
+                except Exception as exc:
+                    log.warning("online_hook_failed", error_type=type(exc).__name__)
 
     async def _state(self, device_id: UUID, state: protocol.ReportedState) -> None:
         """Keep the latest report; ``_flush_states`` writes them in batches (a state

@@ -23,7 +23,7 @@ from cachetools import TTLCache
 
 from sesame.devices import protocol
 from sesame.devices.repository import DeviceRepository, EventRepository
-from sesame.kit.db import write_intent
+from sesame.kit.db import commit, write_intent
 from sesame.kit.ids import new_id
 from sesame.kit.logging import get_logger
 from sesame.outbox import repository as outbox
@@ -147,7 +147,8 @@ class EventIngestor:
                             for row in new
                         ],
                     )
-                    await session.commit()
+                    await self.runtime.device_hooks.stored(session, new)
+                    await commit(session)
             self.stored += len(new)
             self.duplicates += len(batch) - len(new)
         self.on_seen(set(acks))

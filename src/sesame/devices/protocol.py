@@ -35,6 +35,7 @@ class Channel(enum.StrEnum):
     HEARTBEAT = "heartbeat"
     TIME_REQUEST = "time/request"
     TIME_RESPONSE = "time/response"
+    TRUST = "trust"
 
 
 # Who publishes on which channel, at which QoS, and whether the broker retains it.
@@ -48,7 +49,9 @@ DEVICE_PUBLISHES = frozenset(
         Channel.TIME_REQUEST,
     }
 )
-DEVICE_SUBSCRIBES = frozenset({Channel.COMMANDS, Channel.EVENTS_ACK, Channel.TIME_RESPONSE})
+DEVICE_SUBSCRIBES = frozenset(
+    {Channel.COMMANDS, Channel.EVENTS_ACK, Channel.TIME_RESPONSE, Channel.TRUST}
+)
 QOS = {
     Channel.COMMANDS: 1,
     Channel.RESULTS: 1,
@@ -59,8 +62,9 @@ QOS = {
     Channel.HEARTBEAT: 0,
     Channel.TIME_REQUEST: 0,
     Channel.TIME_RESPONSE: 0,
+    Channel.TRUST: 1,
 }
-RETAINED = frozenset({Channel.STATE, Channel.STATUS})
+RETAINED = frozenset({Channel.STATE, Channel.STATUS, Channel.TRUST})
 
 
 def topic(device_id: UUID | str, channel: Channel) -> str:
@@ -291,6 +295,32 @@ class TimeResponse(Message):
     t3_ms: int
 
 
+class TrustedKey(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    kid: str = Field(max_length=64, description="The `kid` of credentials it signs.")
+    x: str = Field(max_length=64, description="Ed25519 public key, raw 32 bytes, base64url.")
+
+
+class TrustDocument(Message):
+    """Gateway → device on ``trust``, QoS 1, retained: what a reader needs to decide alone.
+
+    Sent to every device that guards an entrance, when it connects and whenever something
+    in it changes (a key revoked or suspended, a signing key rotated). A reader keeps the
+    newest ``version`` it has seen and ignores older ones.
+    """
+
+    version: int = Field(description="Increases with every change (Unix milliseconds).")
+    site_id: UUID
+    entrance_id: UUID | None = Field(description="The entrance this device guards.")
+    keys: list[TrustedKey]
+    revoked_keys: list[UUID] = Field(
+        default_factory=list,
+        max_length=5000,
+        description="Key ids to refuse although their credentials are still in date.",
+    )
+
+
 MESSAGES_BY_CHANNEL: dict[Channel, type[Message]] = {
     Channel.COMMANDS: Command,
     Channel.RESULTS: CommandResult,
@@ -301,6 +331,7 @@ MESSAGES_BY_CHANNEL: dict[Channel, type[Message]] = {
     Channel.HEARTBEAT: Heartbeat,
     Channel.TIME_REQUEST: TimeRequest,
     Channel.TIME_RESPONSE: TimeResponse,
+    Channel.TRUST: TrustDocument,
 }
 
 

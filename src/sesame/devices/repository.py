@@ -53,6 +53,17 @@ class DeviceRepository(CrudRepository[Device]):
         )
         return result.scalars().all()
 
+    async def guarding(self, site_id: UUID) -> Sequence[Device]:
+        """Active devices of a site bound to an entrance (the ones that decide offline)."""
+        result = await self.session.execute(
+            select(Device).where(
+                Device.site_id == site_id,
+                Device.entrance_id.is_not(None),
+                Device.status == DeviceStatus.ACTIVE,
+            )
+        )
+        return result.scalars().all()
+
     async def credential_hash(self, device_id: UUID) -> str | None:
         result = await self.session.execute(
             select(Device.credential_hash).where(

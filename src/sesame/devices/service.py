@@ -141,7 +141,7 @@ class DeviceService(CrudService[Device]):
         )
         if device is None:
             raise NotFound(f"device {object_id} not found")
-        return await _engine(self.runtime).submit(
+        return await engine_of(self.runtime).submit(
             self.session,
             device,
             request.action,
@@ -169,7 +169,7 @@ class DeviceService(CrudService[Device]):
             if (request.duration_s is not None and action == "open")
             else {}
         )
-        return await _engine(self.runtime).submit(
+        return await engine_of(self.runtime).submit(
             self.session,
             device,
             action,
@@ -243,7 +243,7 @@ class EventService(CrudService[DeviceEventRecord]):
     repository_class = EventRepository
 
 
-def _engine(runtime: Runtime) -> AttemptEngine:
+def engine_of(runtime: Runtime) -> AttemptEngine:
     if runtime.gateway is None:
         raise ServiceUnavailable("the device gateway is not running")
     engine: AttemptEngine = runtime.gateway.engine

@@ -27,6 +27,10 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from sesame.kit.logging import get_logger
+
+_log = get_logger("sesame.db")
+
 _write_intent: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "sesame_write_intent", default=False
 )
@@ -137,6 +141,17 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
 def take_after_commit(session: AsyncSession) -> list[AfterCommit]:
     callbacks: list[AfterCommit] = session.info.pop("after_commit", [])
     return callbacks
+
+
+async def commit(session: AsyncSession) -> None:
+    """Commit, then run what ``after_commit`` registered. A failing callback is logged,
+    never raised: the work is committed and whoever waits for it must hear so."""
+    await session.commit()
+    for callback in take_after_commit(session):
+        try:
+            await callback()
+        except Exception as exc:
+            _log.warning("after_commit_failed", error_type=type(exc).__name__)
 
 
 async def ping(engine: AsyncEngine) -> None:

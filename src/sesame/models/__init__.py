@@ -11,6 +11,18 @@ from sesame.models.devices import (
     DeviceKind,
     DeviceStatus,
 )
+from sesame.models.keys import (
+    AccessEvent,
+    AccessMethod,
+    AccessResult,
+    Key,
+    KeyKind,
+    KeyStatus,
+    PinCode,
+    PinStatus,
+    SiteSigningKey,
+    TargetKind,
+)
 from sesame.models.outbox import OutboxMessage
 from sesame.models.people import Household, HouseholdRole, Person, PersonKind
 from sesame.models.platform import IdempotencyRecord, RateLimitCounter
@@ -19,6 +31,9 @@ from sesame.models.staff import StaffAccount, StaffRole, StaffSiteScope
 from sesame.models.tenancy import Partner, PartnerKind
 
 __all__ = [
+    "AccessEvent",
+    "AccessMethod",
+    "AccessResult",
     "ActionAttempt",
     "ApiKey",
     "AttemptPhase",
@@ -35,19 +50,26 @@ __all__ = [
     "Household",
     "HouseholdRole",
     "IdempotencyRecord",
+    "Key",
+    "KeyKind",
+    "KeyStatus",
     "OtpChallenge",
     "OutboxMessage",
     "Partner",
     "PartnerKind",
     "Person",
     "PersonKind",
+    "PinCode",
+    "PinStatus",
     "RateLimitCounter",
     "RefreshToken",
     "Site",
     "SiteKind",
+    "SiteSigningKey",
     "StaffAccount",
     "StaffRole",
     "StaffSiteScope",
     "SubjectKind",
+    "TargetKind",
     "Unit",
 ]

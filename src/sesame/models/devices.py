@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sesame.models.base import Base, IdMixin, TimestampMixin, utcnow
@@ -102,7 +102,8 @@ class ActionAttempt(IdMixin, Base):
     site_id: Mapped[UUID] = mapped_column(ForeignKey("sites.id", ondelete="RESTRICT"))
     device_id: Mapped[UUID] = mapped_column(ForeignKey("devices.id", ondelete="RESTRICT"))
     action: Mapped[str] = mapped_column(String(48))
-    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)  # secrets masked
+    sealed_params: Mapped[bytes | None] = mapped_column(LargeBinary)  # the real ones, sealed
     status: Mapped[AttemptStatus] = mapped_column(
         str_enum(AttemptStatus, "attempt_status"), default=AttemptStatus.PENDING
     )

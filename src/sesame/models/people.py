@@ -16,6 +16,8 @@ from sesame.models.tenancy import str_enum
 class PersonKind(enum.StrEnum):
     RESIDENT = "resident"
     GUEST = "guest"
+    COURIER = "courier"
+    STAFF = "staff"
 
 
 class HouseholdRole(enum.StrEnum):

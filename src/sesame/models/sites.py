@@ -34,6 +34,10 @@ class Site(IdMixin, TimestampMixin, Base):
     kind: Mapped[SiteKind] = mapped_column(str_enum(SiteKind, "site_kind"))
     address: Mapped[str | None] = mapped_column(String(500))
     time_zone: Mapped[str] = mapped_column(String(64))
+    # Key sharing policy: which household roles may share their key, and how many shared
+    # (household) keys a unit may have at once.
+    sharing_roles: Mapped[list[str]] = mapped_column(default=lambda: ["owner", "tenant"])
+    max_shared_keys_per_unit: Mapped[int] = mapped_column(default=4)
 
 
 class Building(IdMixin, TimestampMixin, Base):

@@ -14,6 +14,7 @@ from uuid import UUID
 
 from sesame.api.crud import CrudService
 from sesame.auth.principal import Group
+from sesame.keys import lifecycle
 from sesame.kit.errors import FieldError, NotFound, ValidationFailed
 from sesame.kit.repository import TenantScope
 from sesame.models import Household, Person
@@ -90,6 +91,14 @@ class HouseholdService(CrudService[Household]):
             move_out_on=data.move_out_on,
         )
 
+    async def create(self, data: Any) -> Household:
+        household = await super().create(data)
+        await lifecycle.on_move_in(self.session, self.runtime, household)
+        return household
+
+    async def before_delete(self, obj: Household) -> None:
+        await lifecycle.on_move_out(self.session, self.runtime, obj)
+
     async def apply(self, obj: Household, changes: dict[str, Any]) -> None:
         move_in = changes.get("move_in_on", obj.move_in_on)
         move_out = changes.get("move_out_on", obj.move_out_on)
@@ -99,6 +108,7 @@ class HouseholdService(CrudService[Household]):
                 errors=[FieldError(("body", "move_out_on"), "before move_in_on", "date_order")],
             )
         await super().apply(obj, changes)
+        await lifecycle.on_household_change(self.session, self.runtime, obj)
 
 
 async def households_of(session: Any, person_ids: Sequence[UUID]) -> Sequence[Household]:

@@ -106,6 +106,7 @@ class SimulatedDevice:
         self.pending_events: dict[uuid.UUID, tuple[protocol.DeviceEvent, float]] = {}
         self.acked_events: set[uuid.UUID] = set()
         self.time_offsets_ms: list[float] = []
+        self.trust: protocol.TrustDocument | None = None
         self.connected = asyncio.Event()
         self._client: _Client | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -246,6 +247,8 @@ class SimulatedDevice:
             for event_id in message.event_ids:
                 self.pending_events.pop(event_id, None)
                 self.acked_events.add(event_id)
+        elif isinstance(message, protocol.TrustDocument):
+            self.on_trust(message)
         elif isinstance(message, protocol.TimeResponse):
             t4 = int(self.clock.now().timestamp() * 1000)
             offset = ((message.t2_ms - message.t1_ms) + (message.t3_ms - t4)) / 2
@@ -333,6 +336,11 @@ class SimulatedDevice:
     def _send_event(self, event: protocol.DeviceEvent) -> None:
         self.pending_events[event.event_id] = (event, time.monotonic())
         self._publish(protocol.Channel.EVENTS, event)
+
+    def on_trust(self, document: protocol.TrustDocument) -> None:
+        """What a device that decides offline keeps: the newest trust document."""
+        if self.trust is None or document.version >= self.trust.version:
+            self.trust = document
 
     def request_time(self) -> None:
         self._publish(

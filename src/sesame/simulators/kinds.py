@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from sesame.devices import protocol
+from sesame.keys.reader import Decision, Reader, ReaderTrust
 from sesame.kit.logging import get_logger
 from sesame.models import DeviceKind
 from sesame.simulators.device import Relay, SimulatedDevice
@@ -17,13 +18,44 @@ Code = protocol.ErrorCode
 
 
 class EntranceReaderSim(SimulatedDevice):
-    """A common-entrance reader with a door-release relay and a door sensor."""
+    """A common-entrance reader with a door-release relay and a door sensor.
+
+    It admits mobile credentials and QR passes on its own (``present``), with the trust
+    document it was last sent, so it keeps working while the server or broker is down.
+    """
 
     kind = DeviceKind.ENTRANCE_READER
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.relay = Relay()
+        self._reader: Reader | None = None
+
+    def on_trust(self, document: protocol.TrustDocument) -> None:
+        super().on_trust(document)
+        if self._reader is None:
+            self._reader = Reader(ReaderTrust.of(document))
+        else:
+            self._reader.update(document)
+
+    def present(self, token: str, *, method: str = "mobile_credential") -> Decision:
+        """A phone or a QR code is held to the reader: decide alone, log it, open or not."""
+        if self._reader is None:
+            return Decision(False, "no_trust")
+        decision = self._reader.decide(token, self.clock.now().timestamp())
+        claims = decision.claims
+        data = {
+            "method": method,
+            "key_id": claims.get("key"),
+            "credential_id": claims.get("jti"),
+            "reason": None if decision.granted else decision.reason,
+        }
+        if decision.granted:
+            self.relay.pulse(3)
+            self.emit(protocol.EventType.ACCESS_GRANTED, **data)
+        else:
+            self.emit(protocol.EventType.ACCESS_DENIED, **data)
+        return decision
 
     async def execute(self, command: protocol.Command) -> protocol.CommandResult:
         if command.action != "open":
@@ -52,14 +84,28 @@ class DoorLockSim(SimulatedDevice):
 
     kind = DeviceKind.DOOR_LOCK
 
-    def __init__(self, *args: Any, slots: int = 20, jammed: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        slots: int = 20,
+        jammed: bool = False,
+        lengths: tuple[int, int] = (4, 8),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.bolt = protocol.BoltState.LOCKED
         self.slots: dict[int, str] = {}
+        self.keypad_slots: set[int] = set()
         self.slot_count = slots
+        self.lengths = lengths
         self.jammed = jammed
 
     async def execute(self, command: protocol.Command) -> protocol.CommandResult:
+        if command.action == "set_pin":
+            return self._set_pin(command, int(command.params["slot"]), str(command.params["code"]))
+        if command.action == "remove_pin":
+            self.slots.pop(int(command.params["slot"]), None)
+            return self._result(command, Outcome.SUCCEEDED, confirmed=True)
         if command.action not in ("lock", "unlock"):
             return await super().execute(command)
         if self.jammed:
@@ -77,6 +123,34 @@ class DoorLockSim(SimulatedDevice):
             command, Outcome.SUCCEEDED, confirmed=True, data={"bolt": self.bolt.value}
         )
 
+    def _set_pin(self, command: protocol.Command, slot: int, code: str) -> protocol.CommandResult:
+        if slot > self.slot_count:
+            return self._result(command, Outcome.REJECTED, Code.NO_SPACE, "no such slot")
+        low, high = self.lengths
+        if not low <= len(code) <= high or len(set(code)) == 1:
+            return self._result(
+                command, Outcome.REJECTED, Code.CONSTRAINTS_VIOLATED, "the lock refuses this code"
+            )
+        if any(existing == code and other != slot for other, existing in self.slots.items()):
+            return self._result(
+                command, Outcome.REJECTED, Code.DUPLICATE_CODE, "the code is in another slot"
+            )
+        if slot in self.slots and self.slots[slot] != code and slot in self.keypad_slots:
+            return self._result(command, Outcome.REJECTED, Code.NO_SPACE, "slot in use")
+        self.slots[slot] = code
+        return self._result(command, Outcome.SUCCEEDED, confirmed=True, data={"slot": slot})
+
+    def program_at_keypad(self, slot: int, code: str | None) -> protocol.DeviceEvent:
+        """Someone changes a slot at the lock itself, behind the platform's back."""
+        if code is None:
+            self.slots.pop(slot, None)
+        else:
+            self.slots[slot] = code
+            self.keypad_slots.add(slot)
+        return self.emit(
+            "pin_changed", slot=slot, source="keypad", change="removed" if code is None else "set"
+        )
+
     def enter_code(self, code: str) -> protocol.DeviceEvent:
         """Someone types a code on the keypad."""
         slot = next((s for s, pin in self.slots.items() if pin == code), None)
@@ -87,10 +161,21 @@ class DoorLockSim(SimulatedDevice):
         return self.emit(protocol.EventType.ACCESS_GRANTED, method="pin", slot=slot)
 
     def state(self) -> protocol.ReportedState:
+        constraints = {
+            "lengths": list(self.lengths),
+            "slots": self.slot_count,
+            "forbid": ["repeated", "sequential"],
+        }
         return (
             super()
             .state()
-            .model_copy(update={"bolt": self.bolt, "door": protocol.DoorState.CLOSED})
+            .model_copy(
+                update={
+                    "bolt": self.bolt,
+                    "door": protocol.DoorState.CLOSED,
+                    "extra": {"pin_constraints": constraints},
+                }
+            )
         )
 
 

@@ -7,7 +7,7 @@ from pydantic import Field
 
 from sesame.api.crud import InputModel, ListQuery, OutputModel
 from sesame.kit.types import Name, ShortName, TimeZoneName
-from sesame.models import EntranceKind, SiteKind
+from sesame.models import EntranceKind, HouseholdRole, SiteKind
 
 FLOOR_DESCRIPTION = "Negative for basements (B1 = -1)."
 
@@ -27,6 +27,10 @@ class SiteUpdate(InputModel):
     kind: SiteKind | None = None
     address: str | None = Field(None, max_length=500)
     time_zone: TimeZoneName | None = None
+    sharing_roles: list[HouseholdRole] | None = Field(
+        None, description="Household roles whose members may share their key."
+    )
+    max_shared_keys_per_unit: int | None = Field(None, ge=0, le=50)
 
 
 class SiteRead(OutputModel):
@@ -36,6 +40,8 @@ class SiteRead(OutputModel):
     kind: SiteKind
     address: str | None
     time_zone: str
+    sharing_roles: list[str]
+    max_shared_keys_per_unit: int
     created_at: datetime
     updated_at: datetime
 

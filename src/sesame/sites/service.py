@@ -35,7 +35,14 @@ class SiteService(CrudService[Site]):
             kind=data.kind,
             address=data.address,
             time_zone=data.time_zone or self.runtime.settings.default_time_zone,
+            sharing_roles=["owner", "tenant"],
+            max_shared_keys_per_unit=4,
         )
+
+    async def apply(self, obj: Site, changes: dict[str, Any]) -> None:
+        if changes.get("sharing_roles") is not None:
+            changes["sharing_roles"] = [str(role) for role in changes["sharing_roles"]]
+        await super().apply(obj, changes)
 
     async def before_delete(self, obj: Site) -> None:
         self.principal.require_partner_level("deleting a site")

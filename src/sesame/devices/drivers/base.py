@@ -47,6 +47,7 @@ class ActionSpec:
     params: type[Params]
     default_ttl_seconds: int = 10
     max_ttl_seconds: int = 60
+    secret_params: frozenset[str] = frozenset()  # stored sealed, shown masked
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,15 @@ class ChildParams(Params):
     node_id: int = Field(ge=1, le=232, description="Z-Wave node id of the lock.")
 
 
+class SetPinParams(Params):
+    slot: int = Field(ge=1, le=250)
+    code: str = Field(pattern=r"^\d{4,12}$")
+
+
+class SlotParams(Params):
+    slot: int = Field(ge=1, le=250)
+
+
 class CallParams(Params):
     floor: int = Field(ge=-20, le=300, description="Where the car should come (B1 = -1).")
     direction: Literal["up", "down"] | None = None
@@ -42,6 +51,13 @@ class DoorLockDriver(DeviceDriver):
     actions: ClassVar[dict[str, ActionSpec]] = {
         "unlock": ActionSpec(NoParams, default_ttl_seconds=10),
         "lock": ActionSpec(NoParams, default_ttl_seconds=10),
+        "set_pin": ActionSpec(
+            SetPinParams,
+            default_ttl_seconds=30,
+            max_ttl_seconds=120,
+            secret_params=frozenset({"code"}),
+        ),
+        "remove_pin": ActionSpec(SlotParams, default_ttl_seconds=30, max_ttl_seconds=120),
         "ping": PING,
     }
 

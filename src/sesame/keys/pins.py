@@ -1,0 +1,343 @@
+"""PIN codes on door locks: what should be on each lock, kept here and reconciled with it.
+
+- Each code has a status: ``unset`` (not on the lock), ``setting``, ``set``, ``removing``,
+  ``removed``, or ``unknown`` (the lock's slot changed behind our back).
+- The reconciler sends one command at a time per lock (through the lock's action-attempt
+  queue): it takes codes off first (deleted, or past their end), then programs codes due
+  within the lead time (``SESAME_PIN_LEAD_MINUTES``, 60 by default) into a free slot.
+- Failures stay on the one code that failed, with a precise error — ``no_space``,
+  ``constraints_violated``, ``duplicate_on_device``, ``device_offline`` — and the lock's
+  other codes go on. ``device_offline`` is retried; the others wait for a change.
+- A lock reporting ``pin_changed`` from its keypad marks the code in that slot
+  ``unknown`` with an ``external_modification`` warning.
+- Codes are sealed at rest and masked in attempts; a keyed digest per lock finds
+  duplicates; the code is never logged.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sesame.api.crud import CrudService
+from sesame.auth.principal import Action, Group
+from sesame.devices.drivers import Feature, driver_for
+from sesame.devices.repository import DeviceRepository
+from sesame.devices.service import engine_of
+from sesame.keys.repository import PinCodeRepository
+from sesame.kit.db import after_commit, commit, write_intent
+from sesame.kit.errors import Conflict, FieldError, NotFound, ValidationFailed
+from sesame.kit.ids import new_id
+from sesame.kit.logging import get_logger
+from sesame.kit.security import derive_key, keyed_digest, seal, unseal
+from sesame.models import ActionAttempt, AttemptStatus, Device, PinCode, PinStatus
+from sesame.outbox import repository as outbox
+from sesame.runtime import Runtime
+
+log = get_logger("sesame.pins")
+
+DEFAULT_CONSTRAINTS = {"lengths": [4, 8], "slots": 10, "forbid": ["repeated", "sequential"]}
+ON_LOCK = (PinStatus.SETTING, PinStatus.SET, PinStatus.REMOVING, PinStatus.UNKNOWN)
+DEVICE_ERRORS = {
+    "no_space": "no_space",
+    "constraints_violated": "constraints_violated",
+    "duplicate_code": "duplicate_on_device",
+    "invalid_params": "constraints_violated",
+}
+
+
+class DuplicateAccessCode(Conflict):
+    type = "duplicate_access_code"
+
+
+def _key(runtime: Runtime) -> bytes:
+    return derive_key(runtime.settings.secret_key.get_secret_value(), "pin-codes")
+
+
+def code_of(runtime: Runtime, pin: PinCode) -> str:
+    return unseal(_key(runtime), pin.sealed_code, pin.id.bytes).decode()
+
+
+def constraints(device: Device) -> dict[str, Any]:
+    reported = ((device.reported_state or {}).get("extra") or {}).get("pin_constraints")
+    return {**DEFAULT_CONSTRAINTS, **(reported or {})}
+
+
+def violations(code: str, rules: dict[str, Any]) -> list[str]:
+    problems = []
+    low, high = rules["lengths"]
+    if not low <= len(code) <= high:
+        problems.append(f"length must be {low} to {high} digits")
+    forbid = set(rules.get("forbid", []))
+    if "repeated" in forbid and len(set(code)) == 1:
+        problems.append("all digits the same")
+    steps = {int(b) - int(a) for a, b in itertools.pairwise(code)}
+    if "sequential" in forbid and len(code) > 1 and steps in ({1}, {-1}):
+        problems.append("a run of consecutive digits")
+    return problems
+
+
+def _error(code: str, message: str) -> dict[str, str]:
+    return {"code": code, "message": message}
+
+
+class PinService(CrudService[PinCode]):
+    group = Group.KEYS
+    noun = "pin code"
+    repository_class = PinCodeRepository
+
+    async def _lock(self, device_id: UUID) -> Device:
+        device = await DeviceRepository(self.session).locked_in_scope(
+            self.principal.scope, device_id
+        )
+        if device is None:
+            raise NotFound(f"device {device_id} not found")
+        if (
+            Feature.PIN_CODES not in driver_for(device.kind).features
+            or "set_pin" not in driver_for(device.kind).actions
+        ):
+            raise ValidationFailed(
+                "this device takes no PIN codes",
+                errors=[FieldError(("body", "device_id"), "not a PIN lock", "no_pin_codes")],
+            )
+        return device
+
+    async def generate(self, device_id: UUID) -> str:
+        self.principal.require(self.group, Action.READ)
+        device = await self._lock(device_id)
+        return await self._free_code(device)
+
+    async def _free_code(self, device: Device) -> str:
+        rules = constraints(device)
+        length = max(rules["lengths"][0], min(6, rules["lengths"][1]))
+        taken = {p.code_digest for p in await PinCodeRepository(self.session).on_device(device.id)}
+        for _ in range(1000):
+            code = f"{secrets.randbelow(10**length):0{length}d}"
+            if not violations(code, rules) and self._digest(device.id, code) not in taken:
+                return code
+        raise Conflict("no free code of that length left on this lock")
+
+    def _digest(self, device_id: UUID, code: str) -> str:
+        return keyed_digest(_key(self.runtime), str(device_id), code)
+
+    async def build(self, data: Any) -> PinCode:
+        device = await self._lock(data.device_id)
+        code = data.code or await self._free_code(device)
+        problems = violations(code, constraints(device))
+        if problems:
+            raise ValidationFailed(
+                "the code breaks the lock's rules",
+                errors=[FieldError(("body", "code"), p, "constraints_violated") for p in problems],
+            )
+        digest = self._digest(device.id, code)
+        if any(
+            p.code_digest == digest and p.wanted
+            for p in await PinCodeRepository(self.session).on_device(device.id)
+        ):
+            raise DuplicateAccessCode("this code is already on the lock")
+        pin_id = new_id()
+        pin = PinCode(
+            id=pin_id,
+            partner_id=device.partner_id,
+            site_id=device.site_id,
+            device_id=device.id,
+            key_id=data.key_id,
+            person_id=data.person_id,
+            name=data.name,
+            sealed_code=seal(_key(self.runtime), code.encode(), pin_id.bytes),
+            code_digest=digest,
+            starts_at=data.starts_at,
+            ends_at=data.ends_at,
+            status=PinStatus.UNSET,
+            wanted=True,
+            warnings={},
+        )
+        return pin
+
+    async def create(self, data: Any) -> PinCode:
+        pin = await super().create(data)
+        self._reconcile_after(pin.device_id)
+        return pin
+
+    async def apply(self, obj: PinCode, changes: dict[str, Any]) -> None:
+        await super().apply(obj, changes)
+        if obj.starts_at and obj.ends_at and obj.ends_at <= obj.starts_at:
+            raise ValidationFailed("ends_at must be after starts_at")
+        obj.error = None
+        self._reconcile_after(obj.device_id)
+
+    async def delete(self, object_id: UUID) -> None:
+        """Take the code off the lock (or forget it, if it never reached it)."""
+        self.principal.require(self.group, Action.WRITE)
+        pin: PinCode = await self.visible(self.repository, object_id, self.noun)
+        pin.wanted = False
+        if pin.status in (PinStatus.UNSET,) and pin.attempt_id is None:
+            pin.status = PinStatus.REMOVED
+        await self.repository.flush()
+        self._reconcile_after(pin.device_id)
+
+    def _reconcile_after(self, device_id: UUID) -> None:
+        runtime = self.runtime
+
+        async def go() -> None:
+            await reconcile(runtime, device_id)
+
+        after_commit(self.session, go)
+
+
+async def reconcile(runtime: Runtime, device_id: UUID) -> None:
+    """Send the lock its next PIN change, if it has none under way."""
+    if runtime.gateway is None:
+        return
+    sent = None
+    with write_intent():
+        async with runtime.session_factory() as session:
+            device = await DeviceRepository(session).locked(device_id)
+            if device is None:
+                return
+            pins = list(await PinCodeRepository(session).on_device(device_id))
+            if any(p.attempt_id is not None for p in pins):
+                return
+            now = runtime.clock.now()
+            lead = now + timedelta(minutes=runtime.settings.pin_lead_minutes)
+            step = _next_change(runtime, device, pins, now, lead)
+            if step is not None:
+                pin, action, params = step
+                attempt, command = await engine_of(runtime).submit(
+                    session,
+                    device,
+                    action,
+                    params,
+                    ttl_seconds=60,
+                    requested_by="pin-codes",
+                    locked=True,
+                )
+                pin.attempt_id = attempt.id
+                pin.status = PinStatus.SETTING if action == "set_pin" else PinStatus.REMOVING
+                sent = (attempt, command)
+            await commit(session)
+    if sent is not None:
+        attempt, command = sent
+        engine = engine_of(runtime)
+        if command is not None:
+            await engine.sent(attempt, command)
+        else:
+            await engine.dispatch(device_id)
+
+
+def _next_change(
+    runtime: Runtime, device: Device, pins: list[PinCode], now: Any, lead: Any
+) -> tuple[PinCode, str, dict[str, Any]] | None:
+    for pin in pins:  # removals first: they free slots
+        expired = pin.ends_at is not None and pin.ends_at <= now
+        if (
+            pin.status in (PinStatus.SET, PinStatus.UNKNOWN)
+            and pin.slot
+            and (not pin.wanted or expired)
+        ):
+            return pin, "remove_pin", {"slot": pin.slot}
+        if pin.status is PinStatus.UNSET and (not pin.wanted or expired):
+            pin.status = PinStatus.REMOVED
+    used = {p.slot for p in pins if p.status in ON_LOCK and p.slot}
+    slots = int(constraints(device)["slots"])
+    for pin in pins:
+        due = (pin.starts_at is None or pin.starts_at <= lead) and (
+            pin.ends_at is None or pin.ends_at > now
+        )
+        retry = pin.error is None or pin.error.get("code") == "device_offline"
+        if not (pin.wanted and pin.status is PinStatus.UNSET and due and retry):
+            continue
+        free = next((s for s in range(1, slots + 1) if s not in used), None)
+        if free is None:
+            pin.error = _error("no_space", f"all {slots} slots of the lock are taken")
+            continue
+        pin.slot = free
+        return pin, "set_pin", {"slot": free, "code": code_of(runtime, pin)}
+    return None
+
+
+async def on_attempt_finished(
+    runtime: Runtime, session: AsyncSession, attempt: ActionAttempt
+) -> None:
+    """A set_pin/remove_pin finished: move its code on (in the same transaction)."""
+    if attempt.action not in ("set_pin", "remove_pin"):
+        return
+    pin = await PinCodeRepository(session).by_attempt(attempt.id)
+    if pin is None:
+        return
+    pin.attempt_id = None
+    setting = attempt.action == "set_pin"
+    if attempt.status is AttemptStatus.SUCCESS:
+        pin.error = None
+        pin.synced_at = attempt.completed_at
+        if setting:
+            pin.status = PinStatus.SET
+        else:
+            pin.status = PinStatus.REMOVED if not pin.wanted else PinStatus.UNSET
+            pin.slot = None
+        await outbox.append(
+            session,
+            [
+                outbox.message(
+                    "pin_code.set" if setting else "pin_code.removed",
+                    partner_id=pin.partner_id,
+                    aggregate_id=pin.id,
+                    site_id=pin.site_id,
+                    device_id=pin.device_id,
+                    key_id=pin.key_id,
+                    person_id=pin.person_id,
+                    slot=pin.slot,
+                )
+            ],
+        )
+    else:
+        error = attempt.error or {}
+        kind = str(error.get("type", ""))
+        if kind in ("device_timeout", "command_expired"):
+            pin.error = _error("device_offline", "the lock did not answer; retrying")
+        else:
+            code = DEVICE_ERRORS.get(str(error.get("code")), str(error.get("code") or kind))
+            pin.error = _error(code, str(error.get("message", "")))
+        pin.status = PinStatus.UNSET if setting else PinStatus.SET
+        if setting:
+            pin.slot = None
+    device_id = pin.device_id
+
+    async def next_change() -> None:
+        await reconcile(runtime, device_id)
+
+    after_commit(session, next_change)
+
+
+async def on_keypad_change(session: AsyncSession, row: Any) -> None:
+    """A code changed at the keypad: whatever we had in that slot is now unknown."""
+    data = row.data or {}
+    slot = data.get("slot")
+    for pin in await PinCodeRepository(session).on_device(row.device_id):
+        if pin.slot == slot and pin.status in ON_LOCK:
+            pin.status = PinStatus.UNKNOWN
+            pin.warnings = {
+                **(pin.warnings or {}),
+                "external_modification": {
+                    "message": f"slot {slot} was changed at the lock's keypad",
+                    "created_at": row.occurred_at.isoformat(),
+                },
+            }
+            await outbox.append(
+                session,
+                [
+                    outbox.message(
+                        "pin_code.externally_modified",
+                        partner_id=pin.partner_id,
+                        aggregate_id=pin.id,
+                        site_id=pin.site_id,
+                        device_id=pin.device_id,
+                        slot=slot,
+                    )
+                ],
+            )

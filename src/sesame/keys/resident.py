@@ -1,0 +1,351 @@
+"""What residents do with their own keys: open doors, share, invite guests, carry
+credentials for offline readers.
+
+A resident reaches only what their keys reach. An entrance their keys do not cover at a
+site where they hold no key is "not found"; at their own site, a refusal names its
+reason and is written to the access log, like every grant.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sesame.auth.principal import Principal
+from sesame.devices import protocol
+from sesame.devices.drivers.native import OPEN_ACTIONS
+from sesame.devices.repository import DeviceRepository
+from sesame.devices.service import NoDevice, engine_of
+from sesame.keys import credentials
+from sesame.keys.access import Refusal, best_refusal, refusal
+from sesame.keys.repository import AccessEventRepository, KeyRepository
+from sesame.keys.schemas import GuestPassRequest, ShareRequest
+from sesame.keys.service import initial_status, key_message, place_of, places_of, revoke
+from sesame.kit.errors import Conflict, Forbidden, NotFound, SesameError
+from sesame.kit.repository import TenantScope
+from sesame.models import (
+    AccessEvent,
+    AccessMethod,
+    AccessResult,
+    ActionAttempt,
+    Household,
+    Key,
+    KeyKind,
+    KeyStatus,
+    Person,
+    PersonKind,
+    Site,
+    TargetKind,
+)
+from sesame.outbox import repository as outbox
+from sesame.people.repository import HouseholdRepository, PersonRepository
+from sesame.runtime import Runtime
+from sesame.sites.repository import EntranceRepository, SiteRepository
+
+PLATFORM = TenantScope.platform()
+
+
+class AccessDenied(SesameError):
+    status = 403
+    type = "access_denied"
+
+
+class SharingNotAllowed(SesameError):
+    status = 403
+    type = "sharing_not_allowed"
+
+
+class SharingLimitReached(Conflict):
+    type = "sharing_limit_reached"
+
+
+async def _site(session: AsyncSession, site_id: UUID) -> Site:
+    site = await SiteRepository(session).get(PLATFORM, site_id)
+    if site is None:
+        raise NotFound("site not found")
+    return site
+
+
+async def open_entrance(
+    session: AsyncSession,
+    runtime: Runtime,
+    principal: Principal,
+    entrance_id: UUID,
+    duration_s: int | None,
+    ttl_seconds: int | None,
+) -> tuple[ActionAttempt, protocol.Command | None]:
+    """A resident's remote open: the key check, the access log, then the device."""
+    entrance = await EntranceRepository(session).get(PLATFORM, entrance_id)
+    keys = (
+        await KeyRepository(session).of_people(
+            sorted(principal.person_ids), site_id=entrance.site_id
+        )
+        if entrance is not None
+        else []
+    )
+    if entrance is None or not keys:
+        raise NotFound(f"entrance {entrance_id} not found")
+    site = await _site(session, entrance.site_id)
+    now = runtime.clock.now()
+    place = place_of(entrance)
+    zone = ZoneInfo(site.time_zone)
+    refused: list[tuple[Refusal, Key]] = []
+    chosen = None
+    for key in keys:
+        reason = refusal(key, place, now, zone)
+        if reason is None:
+            chosen = key
+            break
+        refused.append((reason, key))
+    log = AccessEventRepository(session)
+    event = AccessEvent(
+        partner_id=entrance.partner_id,
+        site_id=entrance.site_id,
+        at=now,
+        method=AccessMethod.REMOTE,
+        entrance_id=entrance.id,
+        person_id=(chosen or keys[0]).person_id,
+    )
+    spent = chosen is not None and (
+        chosen.max_uses is None or await KeyRepository(session).spend_use(chosen.id)
+    )
+    if chosen is None or not spent:
+        if chosen is None:
+            reason = best_refusal([r for r, _ in refused])
+            refused_key = next((k for r, k in refused if r is reason), None)
+        else:
+            reason, refused_key = Refusal.USES_EXHAUSTED, chosen
+        event.result, event.reason = AccessResult.DENIED, reason.value
+        event.key_id = refused_key.id if refused_key else None
+        await log.add_many([event])
+        raise AccessDenied(f"access denied: {reason.value}", reason=reason.value, keep_changes=True)
+    if chosen.max_uses is None:
+        chosen.uses_count = (chosen.uses_count or 0) + 1
+    device = await DeviceRepository(session).opener_of(PLATFORM, entrance.id, list(OPEN_ACTIONS))
+    if device is None:
+        raise NoDevice("no active device can open this entrance")
+    action = OPEN_ACTIONS[device.kind]
+    params = {"duration_s": duration_s} if duration_s is not None and action == "open" else {}
+    attempt, command = await engine_of(runtime).submit(
+        session,
+        device,
+        action,
+        params,
+        ttl_seconds=ttl_seconds,
+        requested_by=principal.idempotency_scope,
+        locked=True,
+    )
+    event.result, event.key_id, event.device_id = AccessResult.GRANTED, chosen.id, device.id
+    event.action_attempt_id = attempt.id
+    await log.add_many([event])
+    await outbox.append(
+        session,
+        [
+            key_message(
+                "key.used",
+                chosen,
+                method="remote",
+                entrance_id_used=entrance.id,
+                action_attempt_id=attempt.id,
+            )
+        ],
+    )
+    return attempt, command
+
+
+def _held(key: Key | None, principal: Principal) -> Key:
+    if key is None or key.person_id not in principal.person_ids:
+        raise NotFound("key not found")
+    return key
+
+
+async def share(
+    session: AsyncSession,
+    runtime: Runtime,
+    principal: Principal,
+    key_id: UUID,
+    request: ShareRequest,
+) -> Key:
+    """A resident gives a household member a key to their unit, within the site's policy."""
+    parent = _held(await KeyRepository(session).by_id(key_id), principal)
+    now = runtime.clock.now()
+    if parent.kind is not KeyKind.RESIDENT or parent.unit_id is None:
+        raise SharingNotAllowed("only a resident key can be shared")
+    if parent.status not in (KeyStatus.ACTIVE, KeyStatus.SCHEDULED):
+        raise SharingNotAllowed(f"the key is {parent.status.value}")
+    site = await _site(session, parent.site_id)
+    household = (
+        await HouseholdRepository(session).get(PLATFORM, parent.household_id)
+        if parent.household_id
+        else None
+    )
+    role = household.role.value if isinstance(household, Household) else None
+    if role not in (site.sharing_roles or []):
+        raise SharingNotAllowed(
+            f"the site lets {', '.join(site.sharing_roles or [])} share keys", role=role
+        )
+    if await KeyRepository(session).shared_count(parent.unit_id) >= site.max_shared_keys_per_unit:
+        raise SharingLimitReached(
+            f"the unit already has {site.max_shared_keys_per_unit} shared keys",
+            limit=site.max_shared_keys_per_unit,
+        )
+    person = await _person(
+        session, parent.partner_id, parent.site_id, request.phone, request.name, PersonKind.RESIDENT
+    )
+    ends = min(filter(None, (parent.ends_at, request.ends_at)), default=None)
+    starts = max(filter(None, (parent.starts_at, request.starts_at)), default=None)
+    key = Key(
+        partner_id=parent.partner_id,
+        site_id=parent.site_id,
+        person_id=person.id,
+        kind=KeyKind.HOUSEHOLD,
+        name=f"shared by {principal.phone}",
+        target_kind=TargetKind.UNIT,
+        building_id=parent.building_id,
+        unit_id=parent.unit_id,
+        starts_at=starts,
+        ends_at=ends,
+        parent_key_id=parent.id,
+        uses_count=0,
+        issued_by=principal.idempotency_scope,
+        issued_by_person_id=parent.person_id,
+        status=KeyStatus.ACTIVE,
+    )
+    key.status = initial_status(key, now)
+    session.add(key)
+    await session.flush()
+    await outbox.append(session, [key_message("key.shared", key, parent_key_id=parent.id)])
+    return key
+
+
+async def _person(
+    session: AsyncSession, partner_id: UUID, site_id: UUID, phone: str, name: str, kind: PersonKind
+) -> Person:
+    people = PersonRepository(session)
+    person = await people.find_by(TenantScope(partner_id=partner_id), phone=phone)
+    if person is None:
+        person = Person(
+            partner_id=partner_id,
+            site_id=site_id,
+            phone=phone,
+            name=name,
+            locale="ko-KR",
+            kind=kind,
+        )
+        await people.add(person)
+    return person
+
+
+async def guest_pass(
+    session: AsyncSession, runtime: Runtime, principal: Principal, request: GuestPassRequest
+) -> tuple[Key, str]:
+    """A time-boxed pass for a guest, to one entrance the resident's keys open."""
+    entrance = await EntranceRepository(session).get(PLATFORM, request.entrance_id)
+    held = (
+        await KeyRepository(session).of_people(
+            sorted(principal.person_ids), site_id=entrance.site_id
+        )
+        if entrance is not None
+        else []
+    )
+    if entrance is None or not held:
+        raise NotFound(f"entrance {request.entrance_id} not found")
+    site = await _site(session, entrance.site_id)
+    now = runtime.clock.now()
+    zone = ZoneInfo(site.time_zone)
+    host = next(
+        (
+            k
+            for k in held
+            if refusal(k, place_of(entrance), now, zone)
+            in (None, Refusal.OUTSIDE_SCHEDULE, Refusal.NOT_YET_VALID)
+        ),
+        None,
+    )
+    if host is None:
+        raise Forbidden("your keys do not open this entrance")
+    if request.guest_phone is None:
+        raise Forbidden("a guest pass needs the guest's phone")
+    guest = await _person(
+        session,
+        entrance.partner_id,
+        entrance.site_id,
+        request.guest_phone,
+        request.guest_name,
+        PersonKind.GUEST,
+    )
+    starts = request.starts_at or now
+    ends = request.ends_at or starts + timedelta(hours=24)
+    key = Key(
+        partner_id=entrance.partner_id,
+        site_id=entrance.site_id,
+        person_id=guest.id,
+        kind=KeyKind.GUEST,
+        name=f"guest of {principal.phone}",
+        target_kind=TargetKind.ENTRANCE,
+        entrance_id=entrance.id,
+        building_id=entrance.building_id,
+        unit_id=entrance.unit_id,
+        starts_at=starts,
+        ends_at=ends,
+        max_uses=request.max_uses,
+        uses_count=0,
+        parent_key_id=host.id,
+        issued_by=principal.idempotency_scope,
+        issued_by_person_id=host.person_id,
+        pass_id=uuid.uuid4(),
+        status=KeyStatus.ACTIVE,
+    )
+    key.status = initial_status(key, now)
+    session.add(key)
+    await session.flush()
+    token = await credentials.guest_pass(session, runtime, key, site, entrance.id)
+    await outbox.append(session, [key_message("key.issued", key, reason="guest_pass")])
+    return key, token
+
+
+async def revoke_issued(
+    session: AsyncSession, runtime: Runtime, principal: Principal, key_id: UUID
+) -> None:
+    """A resident takes back a key they shared or a pass they gave."""
+    key = await KeyRepository(session).by_id(key_id)
+    if key is None or key.issued_by_person_id not in principal.person_ids:
+        raise NotFound("key not found")
+    await revoke(session, runtime, key, f"revoked by {principal.idempotency_scope}")
+
+
+async def mobile_credentials(
+    session: AsyncSession, runtime: Runtime, principal: Principal, per_entrance: int
+) -> list[dict[str, Any]]:
+    """Single-use tokens for every entrance the resident's live keys open."""
+    now = runtime.clock.now()
+    issued: list[dict[str, Any]] = []
+    keys = await KeyRepository(session).of_people(sorted(principal.person_ids))
+    for key in keys:
+        if key.status not in (KeyStatus.ACTIVE, KeyStatus.SCHEDULED) or (
+            key.ends_at is not None and key.ends_at <= now
+        ):
+            continue
+        site = await _site(session, key.site_id)
+        places = await places_of(session, key)
+        for token in await credentials.mobile_credentials(
+            session, runtime, key, site, places, per_entrance=per_entrance
+        ):
+            issued.append({"key_id": key.id, **token})
+    return issued
+
+
+async def my_keys(session: AsyncSession, principal: Principal) -> list[Key]:
+    repository = KeyRepository(session)
+    held = list(await repository.of_people(sorted(principal.person_ids)))
+    given = [
+        k
+        for k in await repository.issued_by_people(sorted(principal.person_ids))
+        if k.id not in {h.id for h in held}
+    ]
+    return held + given
