@@ -96,7 +96,7 @@ class Stack:
             {
                 "SESAME_ENV": "development",
                 "SESAME_LOG_LEVEL": log_level,
-                "PYTHONPATH": str(ROOT / "src"),
+                "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
                 **(extra_env or {}),
             }
         )

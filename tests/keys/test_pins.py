@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import select
 
-from sesame.models import ActionAttempt, PinCode
+from sesame.models import ActionAttempt, OutboxMessage, PinCode
 from tests.device_fixtures import Fleet
 
 
@@ -95,6 +96,21 @@ async def test_a_full_lock_refuses_only_the_code_that_does_not_fit(fleet: Fleet)
     assert [e["code"] for e in third["errors"]] == ["no_space"]
     assert first["errors"] == second["errors"] == []
     assert sorted(sim.slots.values()) == ["2580", "3691"]
+    async with fleet.runtime.read_session_factory() as session:
+        failures = (
+            (
+                await session.execute(
+                    select(OutboxMessage).where(
+                        OutboxMessage.topic == "pin_code.failed",
+                        OutboxMessage.aggregate_id == UUID(created[2]["id"]),
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert [m.payload["error"] for m in failures] == ["no_space"]  # once, not per retry
+    assert "4702" not in str(failures[0].payload)
 
 
 async def test_duplicates_rules_and_generated_codes(fleet: Fleet) -> None:

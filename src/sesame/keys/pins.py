@@ -205,7 +205,9 @@ async def reconcile(runtime: Runtime, device_id: UUID) -> None:
                 return
             now = runtime.clock.now()
             lead = now + timedelta(minutes=runtime.settings.pin_lead_minutes)
+            before = {p.id: (p.error or {}).get("code") for p in pins}
             step = _next_change(runtime, device, pins, now, lead)
+            await _report_failures(pins, before, "set", session)
             if step is not None:
                 pin, action, params = step
                 attempt, command = await engine_of(runtime).submit(
@@ -228,6 +230,34 @@ async def reconcile(runtime: Runtime, device_id: UUID) -> None:
             await engine.sent(attempt, command)
         else:
             await engine.dispatch(device_id)
+
+
+def _message(topic: str, pin: PinCode, **data: Any) -> dict[str, Any]:
+    """An outbox message about a code: who, where, which lock — never the code."""
+    return outbox.message(
+        topic,
+        partner_id=pin.partner_id,
+        aggregate_id=pin.id,
+        site_id=pin.site_id,
+        device_id=pin.device_id,
+        key_id=pin.key_id,
+        person_id=pin.person_id,
+        **data,
+    )
+
+
+async def _report_failures(
+    pins: list[PinCode], before: dict[UUID, Any], action: str, session: AsyncSession
+) -> None:
+    """A ``pin_code.failed`` message for each code whose error is new: once per failure,
+    not on every retry of it. Never the code itself."""
+    messages = [
+        _message("pin_code.failed", pin, action=action, error=pin.error["code"])
+        for pin in pins
+        if pin.error is not None and pin.error.get("code") != before.get(pin.id)
+    ]
+    if messages:
+        await outbox.append(session, messages)
 
 
 def _next_change(
@@ -282,27 +312,18 @@ async def on_attempt_finished(
             pin.slot = None
         await outbox.append(
             session,
-            [
-                outbox.message(
-                    "pin_code.set" if setting else "pin_code.removed",
-                    partner_id=pin.partner_id,
-                    aggregate_id=pin.id,
-                    site_id=pin.site_id,
-                    device_id=pin.device_id,
-                    key_id=pin.key_id,
-                    person_id=pin.person_id,
-                    slot=pin.slot,
-                )
-            ],
+            [_message("pin_code.set" if setting else "pin_code.removed", pin, slot=pin.slot)],
         )
     else:
         error = attempt.error or {}
         kind = str(error.get("type", ""))
+        before = (pin.error or {}).get("code")
         if kind in ("device_timeout", "command_expired"):
             pin.error = _error("device_offline", "the lock did not answer; retrying")
         else:
             code = DEVICE_ERRORS.get(str(error.get("code")), str(error.get("code") or kind))
             pin.error = _error(code, str(error.get("message", "")))
+        await _report_failures([pin], {pin.id: before}, "set" if setting else "remove", session)
         pin.status = PinStatus.UNSET if setting else PinStatus.SET
         if setting:
             pin.slot = None
@@ -328,16 +349,4 @@ async def on_keypad_change(session: AsyncSession, row: Any) -> None:
                     "created_at": row.occurred_at.isoformat(),
                 },
             }
-            await outbox.append(
-                session,
-                [
-                    outbox.message(
-                        "pin_code.externally_modified",
-                        partner_id=pin.partner_id,
-                        aggregate_id=pin.id,
-                        site_id=pin.site_id,
-                        device_id=pin.device_id,
-                        slot=slot,
-                    )
-                ],
-            )
+            await outbox.append(session, [_message("pin_code.externally_modified", pin, slot=slot)])

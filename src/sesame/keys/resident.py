@@ -47,6 +47,8 @@ from sesame.people.repository import HouseholdRepository, PersonRepository
 from sesame.runtime import Runtime
 from sesame.sites.repository import EntranceRepository, SiteRepository
 
+UTC_ZONE = ZoneInfo("UTC")  # stands in when no key has a schedule to read
+
 PLATFORM = TenantScope.platform()
 
 
@@ -90,10 +92,14 @@ async def open_entrance(
     )
     if entrance is None or not keys:
         raise NotFound(f"entrance {entrance_id} not found")
-    site = await _site(session, entrance.site_id)
     now = runtime.clock.now()
     place = place_of(entrance)
-    zone = ZoneInfo(site.time_zone)
+    # The site's time zone matters only to scheduled keys: no query for the others.
+    zone = (
+        ZoneInfo((await _site(session, entrance.site_id)).time_zone)
+        if any(key.schedule is not None for key in keys)
+        else UTC_ZONE
+    )
     refused: list[tuple[Refusal, Key]] = []
     chosen = None
     for key in keys:
