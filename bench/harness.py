@@ -184,8 +184,8 @@ class Stack:
             ],
             env=self.env,
             cwd=self.directory,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.directory / "server.log", "wb"),  # noqa: SIM115 - the child owns it
+            stdout=open(self.directory / "server.log", "wb"),  # noqa: SIM115 - the child owns it
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -21,6 +21,8 @@ from sesame.keys.install import background as keys_background
 from sesame.keys.install import install as install_keys
 from sesame.kit.logging import configure_logging, get_logger
 from sesame.kit.middleware import ObservabilityMiddleware
+from sesame.ledger.endpoints import routers as ledger_routers
+from sesame.ledger.install import start_ledger, stop_ledger
 from sesame.partners.endpoints import router as partners_router
 from sesame.people.endpoints import routers as people_routers
 from sesame.runtime import Runtime, build_runtime
@@ -56,6 +58,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     api_keys_router,
     *devices_routers,
     *keys_routers,
+    *ledger_routers,
 )
 
 
@@ -93,6 +96,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         maintenance = asyncio.create_task(_maintenance(runtime))
         keys_work = asyncio.create_task(keys_background(runtime))
         await start_devices(runtime)
+        ledger_work = await start_ledger(runtime)
         log.info(
             "started",
             version=__version__,
@@ -102,6 +106,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         try:
             yield
         finally:
+            await stop_ledger(ledger_work, runtime)
             for task in (maintenance, keys_work):
                 task.cancel()
                 with suppress(asyncio.CancelledError):

@@ -13,6 +13,7 @@ from uuid import UUID
 import typer
 from pydantic import ValidationError
 
+from sesame.ledger.cli import ledger_app
 from sesame.settings import Settings
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app.add_typer(staff_app, name="staff")
 app.add_typer(broker_app, name="broker")
 protocol_app = typer.Typer(help="The device protocol.", no_args_is_help=True)
 app.add_typer(protocol_app, name="protocol")
+app.add_typer(ledger_app, name="ledger")
 
 
 @protocol_app.command("docs")

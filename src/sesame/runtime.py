@@ -54,6 +54,7 @@ class Runtime:
     gateway: Any = None
     broker: Any = None
     simulators: Any = None
+    ledger: Any = None  # sesame.ledger.service.Ledger, when the ledger is enabled
 
     async def close(self) -> None:
         closer = getattr(self.sms_sender, "aclose", None)

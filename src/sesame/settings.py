@@ -11,13 +11,33 @@ from __future__ import annotations
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Public on purpose: refused outside development mode.
 DEVELOPMENT_SECRET_KEY = "sesame-development-secret-key-do-not-use-in-production"  # noqa: S105
 
 Environment = Literal["development", "production"]
+
+
+class WitnessConfig(BaseModel):
+    """A witness the log asks for cosignatures: where it listens and its verifier key."""
+
+    url: str
+    vkey: str
+
+    @field_validator("vkey")
+    @classmethod
+    def _cosigner_key(cls, value: str) -> str:
+        from sesame.ledger.note import COSIGNATURE, NoteError, Verifier
+
+        try:
+            kind = Verifier.parse(value).kind
+        except NoteError as exc:
+            raise ValueError(str(exc)) from exc
+        if kind != COSIGNATURE:
+            raise ValueError("a witness's key is a cosignature key (type 0x04)")
+        return value
 
 
 class Settings(BaseSettings):
@@ -84,6 +104,17 @@ class Settings(BaseSettings):
     # Development: run the simulated devices listed in this file inside `sesame serve`.
     simulate_devices_file: str | None = None
 
+    # The ledger (see docs/ledger.md). The origin names the log for good: it is stored
+    # with the log's key the first time and may not change afterwards.
+    ledger_enabled: bool = True
+    ledger_origin: str | None = None  # default: the public URL's host/path + "/ledger"
+    ledger_access: Literal["public", "authenticated"] = "authenticated"
+    ledger_checkpoint_interval_seconds: float = Field(default=1.0, ge=0.05, le=3600)
+    ledger_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    ledger_witnesses: list[WitnessConfig] = Field(default_factory=list)
+    ledger_witness_quorum: int | None = Field(default=None, ge=0)  # default: a majority
+    ledger_witness_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
     @field_validator("default_time_zone")
     @classmethod
     def _known_time_zone(cls, value: str) -> str:
@@ -138,6 +169,21 @@ class Settings(BaseSettings):
     @property
     def device_broker_url(self) -> str:
         return self.mqtt_device_url or self.broker_url
+
+    @property
+    def ledger_name(self) -> str:
+        """The log's origin line (and key name), unless one is already stored."""
+        if self.ledger_origin:
+            return self.ledger_origin
+        host_and_path = self.public_url.split("://", 1)[-1].rstrip("/")
+        return f"{host_and_path}/ledger"
+
+    @property
+    def ledger_quorum(self) -> int:
+        """How many witness cosignatures make a checkpoint the one to serve."""
+        if self.ledger_witness_quorum is not None:
+            return min(self.ledger_witness_quorum, len(self.ledger_witnesses))
+        return len(self.ledger_witnesses) // 2 + 1 if self.ledger_witnesses else 0
 
     @property
     def is_sqlite(self) -> bool:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sesame.api.route import runtime_of
 from sesame.auth.principal import Principal, authenticate
 from sesame.kit.errors import Forbidden, Unauthorized
+from sesame.outbox.actor import bind_actor
 from sesame.runtime import Runtime
 
 # Declared so that OpenAPI and /docs show the bearer scheme; parsing is ours.
@@ -48,6 +49,7 @@ async def _principal(
     principal = await authenticate(request, session, runtime)
     if principal is None:
         raise Unauthorized("authentication required")
+    bind_actor(principal.actor())  # recorded on the request's domain events
     return principal
 
 

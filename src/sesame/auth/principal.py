@@ -115,6 +115,20 @@ class Principal:
     def idempotency_scope(self) -> str:
         return f"{self.kind}:{self.id}"
 
+    def actor(self) -> dict[str, Any]:
+        """Who this is, as domain events record it: opaque ids and the role, no secrets."""
+        if self.kind == "staff":
+            return {"kind": "staff", "id": self.staff_id, "role": self.role}
+        if self.kind == "api_key":
+            return {
+                "kind": "api_key",
+                "id": self.api_key_id,
+                "partner": self.scope.partner_id,
+                "scopes": sorted(self.api_key_scopes),
+            }
+        # A resident's principal id is their phone number: never recorded, persons only.
+        return {"kind": "resident", "persons": sorted(map(str, self.person_ids))}
+
     def can(self, group: Group, action: Action) -> bool:
         if self.kind == "staff" and self.role is not None:
             return action in ROLE_GRANTS[self.role].get(group, frozenset())

@@ -38,6 +38,7 @@ from sesame.keys.access import Place, Schedule
 from sesame.keys.repository import KeyRepository, SigningKeyRepository
 from sesame.kit.security import b64url, derive_key, seal, unseal
 from sesame.models import Key, Site, SiteSigningKey
+from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime
 
 TOKEN_TYPE = "sesame-access+jwt"  # noqa: S105 - a media type, not a secret
@@ -121,6 +122,28 @@ def claims_for(
             [_epoch(a), _epoch(b)] for a, b in schedule.intervals(not_before, expires, zone)
         ]
     return claims
+
+
+def issued_message(key: Key, tokens: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``credential.issued`` event: which credentials exist for which doors and until
+    when — never the tokens themselves."""
+    return outbox.message(
+        "credential.issued",
+        partner_id=key.partner_id,
+        aggregate_id=key.id,
+        site_id=key.site_id,
+        key_id=key.id,
+        person_id=key.person_id,
+        credentials=[
+            {
+                "id": token["credential_id"],
+                "entrance_id": token["entrance_id"],
+                **({"expires_at": token["expires_at"]} if "expires_at" in token else {}),
+                **({"uses": token["uses"]} if "uses" in token else {}),
+            }
+            for token in tokens
+        ],
+    )
 
 
 def sign(kid: str, private: Ed25519PrivateKey, claims: dict[str, Any]) -> str:

@@ -96,7 +96,15 @@ async def on_events(session: AsyncSession, rows: Sequence[Any]) -> None:
         if key is not None and result is AccessResult.GRANTED:
             await keys.spend_use(key.id)
             messages.append(
-                key_message("key.used", key, method=data.get("method"), device_id=row.device_id)
+                key_message(
+                    "key.used",
+                    key,
+                    method=data.get("method"),
+                    device_id=row.device_id,
+                    credential_id=data.get("credential_id"),
+                    occurred_at=row.occurred_at,
+                    actor={"kind": "device", "id": str(row.device_id)},
+                )
             )
     if entries:
         await AccessEventRepository(session).add_many(entries)

@@ -49,11 +49,13 @@ class KeyRepository(CrudRepository[Key]):
             ),
         )
 
-    async def by_id(self, key_id: UUID) -> Key | None:
-        return await self.session.get(Key, key_id)
+    async def by_id(self, key_id: UUID, *, lock: bool = False) -> Key | None:
+        """``lock``: hold the key's row until the transaction ends, so that a decision
+        taken on it (share, issue) cannot interleave with its revocation."""
+        return await self.session.get(Key, key_id, with_for_update=lock or None)
 
     async def of_people(
-        self, person_ids: Sequence[UUID], *, site_id: UUID | None = None
+        self, person_ids: Sequence[UUID], *, site_id: UUID | None = None, lock: bool = False
     ) -> Sequence[Key]:
         """Keys held by these people (newest first), for decisions and for /v1/me."""
         if not person_ids:
@@ -61,6 +63,8 @@ class KeyRepository(CrudRepository[Key]):
         statement = select(Key).where(Key.person_id.in_(person_ids))
         if site_id is not None:
             statement = statement.where(Key.site_id == site_id)
+        if lock:
+            statement = statement.with_for_update()
         result = await self.session.execute(statement.order_by(Key.id.desc()))
         return result.scalars().all()
 
@@ -73,10 +77,16 @@ class KeyRepository(CrudRepository[Key]):
         return result.scalars().all()
 
     async def spend_use(self, key_id: UUID) -> int | None:
-        """Count one use, atomically; None if the key has no use left."""
+        """Count one use, atomically; None if the key has no use left or was revoked or
+        suspended meanwhile (the update waits for a concurrent revocation to commit and
+        then sees it)."""
         result = await self.session.execute(
             update(Key)
-            .where(Key.id == key_id, or_(Key.max_uses.is_(None), Key.uses_count < Key.max_uses))
+            .where(
+                Key.id == key_id,
+                Key.status.not_in([KeyStatus.REVOKED, KeyStatus.SUSPENDED]),
+                or_(Key.max_uses.is_(None), Key.uses_count < Key.max_uses),
+            )
             .values(uses_count=Key.uses_count + 1)
             .returning(Key.uses_count)
             .execution_options(synchronize_session=False)

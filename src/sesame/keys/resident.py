@@ -117,9 +117,7 @@ async def open_entrance(
         entrance_id=entrance.id,
         person_id=(chosen or keys[0]).person_id,
     )
-    spent = chosen is not None and (
-        chosen.max_uses is None or await KeyRepository(session).spend_use(chosen.id)
-    )
+    spent = chosen is not None and await KeyRepository(session).spend_use(chosen.id)
     if chosen is None or not spent:
         if chosen is None:
             reason = best_refusal([r for r, _ in refused])
@@ -130,8 +128,6 @@ async def open_entrance(
         event.key_id = refused_key.id if refused_key else None
         await log.add_many([event])
         raise AccessDenied(f"access denied: {reason.value}", reason=reason.value, keep_changes=True)
-    if chosen.max_uses is None:
-        chosen.uses_count = (chosen.uses_count or 0) + 1
     device = await DeviceRepository(session).opener_of(PLATFORM, entrance.id, list(OPEN_ACTIONS))
     if device is None:
         raise NoDevice("no active device can open this entrance")
@@ -178,7 +174,7 @@ async def share(
     request: ShareRequest,
 ) -> Key:
     """A resident gives a household member a key to their unit, within the site's policy."""
-    parent = _held(await KeyRepository(session).by_id(key_id), principal)
+    parent = _held(await KeyRepository(session).by_id(key_id, lock=True), principal)
     now = runtime.clock.now()
     if parent.kind is not KeyKind.RESIDENT or parent.unit_id is None:
         raise SharingNotAllowed("only a resident key can be shared")
@@ -225,7 +221,7 @@ async def share(
     key.status = initial_status(key, now)
     session.add(key)
     await session.flush()
-    await outbox.append(session, [key_message("key.shared", key, parent_key_id=parent.id)])
+    await outbox.append(session, [key_message("key.shared", key)])
     return key
 
 
@@ -254,7 +250,7 @@ async def guest_pass(
     entrance = await EntranceRepository(session).get(PLATFORM, request.entrance_id)
     held = (
         await KeyRepository(session).of_people(
-            sorted(principal.person_ids), site_id=entrance.site_id
+            sorted(principal.person_ids), site_id=entrance.site_id, lock=True
         )
         if entrance is not None
         else []
@@ -311,7 +307,22 @@ async def guest_pass(
     session.add(key)
     await session.flush()
     token = await credentials.guest_pass(session, runtime, key, site, entrance.id)
-    await outbox.append(session, [key_message("key.issued", key, reason="guest_pass")])
+    await outbox.append(
+        session,
+        [
+            key_message("key.issued", key, reason="guest_pass"),
+            credentials.issued_message(
+                key,
+                [
+                    {
+                        "credential_id": key.pass_id,
+                        "entrance_id": entrance.id,
+                        "uses": key.max_uses or 1,
+                    }
+                ],
+            ),
+        ],
+    )
     return key, token
 
 
@@ -331,7 +342,8 @@ async def mobile_credentials(
     """Single-use tokens for every entrance the resident's live keys open."""
     now = runtime.clock.now()
     issued: list[dict[str, Any]] = []
-    keys = await KeyRepository(session).of_people(sorted(principal.person_ids))
+    keys = await KeyRepository(session).of_people(sorted(principal.person_ids), lock=True)
+    messages = []
     for key in keys:
         if key.status not in (KeyStatus.ACTIVE, KeyStatus.SCHEDULED) or (
             key.ends_at is not None and key.ends_at <= now
@@ -339,10 +351,13 @@ async def mobile_credentials(
             continue
         site = await _site(session, key.site_id)
         places = await places_of(session, key)
-        for token in await credentials.mobile_credentials(
+        tokens = await credentials.mobile_credentials(
             session, runtime, key, site, places, per_entrance=per_entrance
-        ):
-            issued.append({"key_id": key.id, **token})
+        )
+        issued.extend({"key_id": key.id, **token} for token in tokens)
+        if tokens:
+            messages.append(credentials.issued_message(key, tokens))
+    await outbox.append(session, messages)
     return issued
 
 

@@ -55,6 +55,8 @@ def key_message(topic: str, key: Key, **extra: Any) -> dict[str, Any]:
         entrance_id=key.entrance_id,
         starts_at=key.starts_at,
         ends_at=key.ends_at,
+        max_uses=key.max_uses,
+        parent_key_id=key.parent_key_id,
         **extra,
     )
 

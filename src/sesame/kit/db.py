@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import DateTime, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
@@ -61,6 +62,12 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(path.split("?", 1)[0])
 
 
+def _json_dumps(value: Any) -> str:
+    """JSON columns through orjson: several times faster than the standard library, which
+    matters to consumers that read the outbox by the thousand."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     sync_engine = engine.sync_engine
 
@@ -89,6 +96,8 @@ def create_engine(url: str, *, pool_size: int = 10, timeout_seconds: float = 10.
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(
             url,
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
             connect_args={"timeout": timeout_seconds, "check_same_thread": False},
             pool_size=pool_size,
             max_overflow=0,
@@ -100,6 +109,8 @@ def create_engine(url: str, *, pool_size: int = 10, timeout_seconds: float = 10.
     # short-lived overflow connections, which costs more than the wait.
     return create_async_engine(
         url,
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=timeout_seconds,

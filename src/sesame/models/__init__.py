@@ -23,6 +23,14 @@ from sesame.models.keys import (
     SiteSigningKey,
     TargetKind,
 )
+from sesame.models.ledger import (
+    LedgerCheckpoint,
+    LedgerEntry,
+    LedgerKey,
+    LedgerNode,
+    LedgerState,
+    LedgerWitnessState,
+)
 from sesame.models.outbox import OutboxMessage
 from sesame.models.people import Household, HouseholdRole, Person, PersonKind
 from sesame.models.platform import IdempotencyRecord, RateLimitCounter
@@ -53,6 +61,12 @@ __all__ = [
     "Key",
     "KeyKind",
     "KeyStatus",
+    "LedgerCheckpoint",
+    "LedgerEntry",
+    "LedgerKey",
+    "LedgerNode",
+    "LedgerState",
+    "LedgerWitnessState",
     "OtpChallenge",
     "OutboxMessage",
     "Partner",

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import BigInteger, Index, Integer, String
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sesame.models.base import Base, utcnow
@@ -31,3 +31,6 @@ class OutboxMessage(Base):
     aggregate_id: Mapped[UUID | None]
     payload: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # For ledger events: the log's Ed25519 signature ‖ the canonical entry it signs, made
+    # by the committing process (see sesame.ledger.service); null for other events.
+    seal: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)

@@ -1,0 +1,468 @@
+"""The log: its key, the sequencer that appends from the outbox, checkpoints and proofs.
+
+- **Appending.** Any process may run the sequencer; one at a time does (a transaction
+  advisory lock on PostgreSQL, the write lock on SQLite). Each step reads ledger events
+  from the outbox after the stored cursor — in commit order, see ``sesame.outbox`` — signs
+  and hashes them, and in *one* transaction inserts the entries, the new full nodes and
+  the new cursor. A crash before the commit appends nothing; after it, everything; the
+  outbox id is unique among entries, so nothing is appended twice.
+- **Checkpoints.** When the tree has grown (at most every
+  ``SESAME_LEDGER_CHECKPOINT_INTERVAL_SECONDS``), the new root is signed — only after a
+  consistency proof from the last signed checkpoint, computed from the stored nodes,
+  verifies against that checkpoint's root. A tree rewritten under the log is thereby
+  refused instead of signed. Witnesses are then asked to cosign.
+- **Proofs** come from the full nodes held in memory by every serving process and
+  brought up to date from the database on demand.
+
+The ledger never blocks key operations: they only write outbox rows; if the ledger's
+work fails it is logged, counted and retried, and the rows wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+from prometheus_client import Counter, Gauge
+
+from sesame.kit.db import write_intent
+from sesame.kit.logging import get_logger
+from sesame.kit.retry import backoff_delay
+from sesame.kit.security import derive_key, seal, unseal
+from sesame.ledger import entries, merkle
+from sesame.ledger.note import Checkpoint, Signer, Verifier, sign_checkpoint
+from sesame.ledger.repository import LedgerRepository
+from sesame.ledger.witnesses import WitnessPool
+from sesame.models import LedgerCheckpoint, LedgerKey
+from sesame.outbox import repository as outbox
+from sesame.runtime import Runtime
+
+log = get_logger("sesame.ledger")
+
+SIGNATURE_SIZE = 64  # Ed25519
+SEQUENCER_LOCK = 0x5E5A_1ED6  # pg advisory lock keys: "sesame ledger"
+CHECKPOINT_LOCK = 0x5E5A_1ED7
+
+APPENDED = Counter("sesame_ledger_entries_appended_total", "Entries appended to the ledger")
+LAG = Gauge(
+    "sesame_ledger_lag_seconds",
+    "Age of the oldest ledger event not yet appended (0 when caught up)",
+    multiprocess_mode="livemax",
+)
+SIZE = Gauge("sesame_ledger_size", "Entries in the ledger", multiprocess_mode="livemax")
+FAILURES = Counter("sesame_ledger_failures_total", "Ledger work that failed", ["stage"])
+REFUSED = Counter(
+    "sesame_ledger_inconsistent_total",
+    "Checkpoints refused because the stored tree no longer extends the last signed one",
+)
+
+
+class LedgerInconsistent(RuntimeError):
+    """The stored tree does not extend the last signed checkpoint: it was rewritten."""
+
+
+@dataclass(frozen=True)
+class Published:
+    """What outsiders need to check the log."""
+
+    origin: str
+    verifier: Verifier
+
+
+def _sealing_key(runtime: Runtime) -> bytes:
+    return derive_key(runtime.settings.secret_key.get_secret_value(), "ledger-key")
+
+
+class Ledger:
+    """One per process: the in-memory tree and the log's signer."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.tree = merkle.Tree()
+        self._tree_lock = asyncio.Lock()
+        self._signer: Signer | None = None
+        self.appended = asyncio.Event()
+        self.witnesses = WitnessPool(runtime.settings)
+        self._last_checkpoint = 0.0
+        self._signed_size = 0
+        self._wake = asyncio.Event()
+
+    # -- the log's key ------------------------------------------------------------------------
+
+    async def signer(self) -> Signer:
+        if self._signer is None:
+            self._signer = await self._load_or_create_key()
+        return self._signer
+
+    async def published(self) -> Published:
+        signer = await self.signer()
+        return Published(signer.name, signer.verifier)
+
+    async def _load_or_create_key(self) -> Signer:
+        runtime = self.runtime
+        async with runtime.read_session_factory() as session:
+            stored = await LedgerRepository(session).key()
+        if stored is None:
+            # The first process to start creates the key; any racing one keeps the winner's.
+            private = Ed25519PrivateKey.generate()
+            raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+            origin = runtime.settings.ledger_name
+            candidate = LedgerKey(
+                id=1,
+                origin=origin,
+                public_key=private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+                sealed_private_key=seal(_sealing_key(runtime), raw, origin.encode()),
+                created_at=runtime.clock.now(),
+            )
+            with write_intent():
+                async with runtime.session_factory() as session:
+                    await LedgerRepository(session).add_key(candidate)
+                    await session.commit()
+        async with runtime.session_factory() as session:
+            stored = await LedgerRepository(session).key()
+            assert stored is not None
+            configured = runtime.settings.ledger_origin
+            if configured and configured != stored.origin:
+                raise RuntimeError(
+                    f"SESAME_LEDGER_ORIGIN is {configured!r} but this log is {stored.origin!r};"
+                    " a log's origin cannot change (start a new database for a new log)"
+                )
+            raw = unseal(_sealing_key(runtime), stored.sealed_private_key, stored.origin.encode())
+            return Signer(stored.origin, Ed25519PrivateKey.from_private_bytes(raw))
+
+    # -- the tree -----------------------------------------------------------------------------
+
+    async def _sync(self, repository: LedgerRepository, size: int) -> None:
+        """Bring the in-memory tree up to ``size`` leaves from the stored full nodes.
+        Callers hold ``_tree_lock``."""
+        if self.tree.size > size:
+            self.tree.truncate(size)
+        if self.tree.size == size:
+            return
+        level = 0
+        while (size >> level) > 0:
+            have = self.tree.count(level)
+            want = size >> level
+            if want > have:
+                hashes = await repository.nodes(level, have, want)
+                if len(hashes) != want - have:
+                    raise LedgerInconsistent(f"nodes missing at level {level}")
+                for offset, value in enumerate(hashes):
+                    self.tree.load(level, have + offset, value)
+            level += 1
+
+    async def synced(self, size: int | None = None) -> int:
+        """Make sure proofs can be computed up to ``size`` (default: the stored size)."""
+        async with self.runtime.read_session_factory() as session:
+            repository = LedgerRepository(session)
+            stored = await repository.size()
+            size = stored if size is None else size
+            if size > stored:
+                raise merkle.ProofError(f"the log has {stored} entries, not {size}")
+            if self.tree.size < size:
+                async with self._tree_lock:
+                    await self._sync(repository, size)
+        return size
+
+    # -- appending ---------------------------------------------------------------------------
+
+    async def append_batch(self, limit: int | None = None) -> int:
+        """One sequencer step: append what the outbox holds, up to ``limit`` entries."""
+        limit = limit or self.runtime.settings.ledger_batch_size
+        signer = await self.signer()
+        appended = 0
+        with write_intent():
+            async with self.runtime.session_factory() as session:
+                repository = LedgerRepository(session)
+                if not await repository.try_lock(SEQUENCER_LOCK):
+                    return 0  # another process is sequencing
+                state = await repository.state(for_update=True)
+                now = self.runtime.clock.now()
+                upper = await outbox.last_id(session)
+                # Sealed rows carry their entry; only the others need their payload.
+                rows = await outbox.read_after(
+                    session,
+                    state.outbox_cursor,
+                    up_to=upper,
+                    topics=entries.TOPICS,
+                    limit=limit,
+                    columns=("id", "topic", "seal", "created_at"),
+                )
+                unsealed = await outbox.by_ids(session, [r.id for r in rows if r.seal is None])
+                cursor = rows[-1].id if len(rows) == limit else upper
+                if not rows:
+                    if cursor != state.outbox_cursor:
+                        state.outbox_cursor = cursor
+                        await session.commit()
+                    LAG.set(0)
+                    return 0
+                # Lag without another query: none if this batch takes all there is, else
+                # (about) the age of what the batch leaves behind.
+                lag = (now - rows[-1].created_at).total_seconds() if len(rows) == limit else 0.0
+                async with self._tree_lock:
+                    before = state.size
+                    await self._sync(repository, before)
+                    records, leaves = [], []
+                    for offset, row in enumerate(rows):
+                        entry, signature = self._sealed(row, unsealed.get(row.id), signer)
+                        body = entries.seal(entry, before + offset, signature, signer.verifier)
+                        leaf = merkle.leaf_hash(body)
+                        leaves.append(leaf)
+                        records.append(
+                            {
+                                "idx": before + offset,
+                                "outbox_id": row.id,
+                                "topic": row.topic,
+                                "subject_id": _subject(entry),
+                                "leaf_hash": leaf,
+                                "body": body,
+                                "appended_at": now,
+                            }
+                        )
+                    nodes = self.tree.append(leaves)
+                    try:
+                        await repository.add_entries(records)
+                        await repository.add_nodes(nodes)
+                        state.size = before + len(records)
+                        state.outbox_cursor = cursor
+                        state.updated_at = now
+                        await session.commit()
+                    except BaseException:
+                        self.tree.truncate(before)
+                        raise
+                    appended = len(records)
+                    size = state.size
+        APPENDED.inc(appended)
+        SIZE.set(size)
+        LAG.set(max(0.0, lag))
+        self.appended.set()
+        return appended
+
+    # -- signing -------------------------------------------------------------------------------
+
+    def seal_row(self, row: dict[str, Any]) -> None:
+        """Sign a ledger event as it commits (an outbox sealer, see ``sesame.outbox``).
+
+        The row's ``seal`` is the signature ‖ the canonical entry it signs, so the
+        sequencer logs exactly what was signed and only orders and hashes: the signing
+        work is spread over every process that commits events."""
+        if row["topic"] not in entries.TOPICS or self._signer is None:
+            return
+        row["created_at"] = self.runtime.clock.now()
+        entry = _entry(row["topic"], row["created_at"], row)
+        message = entries.signed_message(entry)
+        row["seal"] = self._signer.private.sign(message) + message[len(entries.CONTEXT) :]
+
+    def _sealed(self, row: Any, whole: Any, signer: Signer) -> tuple[dict[str, Any], bytes]:
+        """The entry of an outbox row and the log's signature over it: as sealed when it
+        committed, or made now for events committed by a process without the ledger
+        (a command-line tool, say)."""
+        seal = row.seal
+        if seal is not None and len(seal) > SIGNATURE_SIZE:
+            return orjson.loads(seal[SIGNATURE_SIZE:]), bytes(seal[:SIGNATURE_SIZE])
+        entry = _entry(whole.topic, whole.created_at, whole._mapping)
+        return entry, entries.sign(entry, signer)
+
+    async def measure_lag(self) -> None:
+        """The age of the oldest ledger event not yet appended, by query: for when the
+        sequencer is failing and its batches say nothing."""
+        async with self.runtime.read_session_factory() as session:
+            cursor = (await LedgerRepository(session).state()).outbox_cursor
+            pending = await outbox.read_after(session, cursor, topics=entries.TOPICS, limit=1)
+        if pending:
+            LAG.set(max(0.0, (self.runtime.clock.now() - pending[0].created_at).total_seconds()))
+        else:
+            LAG.set(0)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    async def checkpoint(self) -> LedgerCheckpoint | None:
+        """Sign a checkpoint for the current size if it grew; None if nothing to sign."""
+        signer = await self.signer()
+        async with self.runtime.read_session_factory() as session:
+            repository = LedgerRepository(session)
+            latest = await repository.latest_checkpoint()
+            if latest is not None:
+                self._signed_size = max(self._signed_size, latest.size)
+                if latest.size >= await repository.size():
+                    return None  # nothing new: no need for the write lock
+        with write_intent():
+            async with self.runtime.session_factory() as session:
+                repository = LedgerRepository(session)
+                if not await repository.try_lock(CHECKPOINT_LOCK):
+                    return None
+                size = await repository.size()
+                latest = await repository.latest_checkpoint()
+                if latest is not None and latest.size >= size:
+                    return None
+                async with self._tree_lock:
+                    await self._sync(repository, size)
+                    root = self.tree.root(size)
+                    if latest is not None:
+                        proof = self.tree.consistency_proof(latest.size, size)
+                        if (
+                            not merkle.verify_consistency(
+                                latest.size, size, latest.root, root, proof
+                            )
+                            or self.tree.root(latest.size) != latest.root
+                        ):
+                            REFUSED.inc()
+                            raise LedgerInconsistent(
+                                f"the stored tree of {size} entries does not extend the signed"
+                                f" checkpoint of {latest.size}: refusing to sign"
+                            )
+                note = sign_checkpoint(Checkpoint(signer.name, size, root), signer)
+                record = LedgerCheckpoint(
+                    size=size,
+                    root=root,
+                    note=note,
+                    cosignatures="",
+                    cosigners=0,
+                    created_at=self.runtime.clock.now(),
+                )
+                await repository.add_checkpoint(record)
+                await session.commit()
+        log.info("ledger_checkpoint_signed", size=size)
+        return record
+
+    async def cosign(self, record: LedgerCheckpoint) -> int:
+        """Ask every witness to cosign; store what verified. Returns how many did."""
+        if not self.witnesses.configured:
+            return 0
+        async with self.runtime.read_session_factory() as session:
+            sizes = await LedgerRepository(session).witness_sizes()
+
+        async def proof(old: int) -> list[bytes]:
+            async with self._tree_lock:
+                return self.tree.consistency_proof(old, record.size)
+
+        results = await self.witnesses.cosign(record.note, record.size, sizes, proof)
+        lines = "".join(result.line for result in results if result.line)
+        async with self.runtime.session_factory() as session:
+            repository = LedgerRepository(session)
+            for result in results:
+                if result.size is not None:
+                    await repository.set_witness_size(result.name, result.size)
+            if lines:
+                await repository.record_cosignatures(record.size, lines, lines.count("\n"))
+            await session.commit()
+        return lines.count("\n")
+
+    async def served_checkpoint(self) -> str | None:
+        """The newest checkpoint with enough cosignatures, as a note with all of them."""
+        async with self.runtime.read_session_factory() as session:
+            record = await LedgerRepository(session).latest_checkpoint(
+                min_cosigners=self.runtime.settings.ledger_quorum
+            )
+        return None if record is None else record.note + record.cosignatures
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Append, checkpoint and collect cosignatures for as long as the process lives.
+
+        A checkpoint short of its quorum (a witness was down) is offered again with
+        exponential backoff and jitter until it has it or a newer checkpoint replaces it;
+        on start-up the newest checkpoint is picked up if it lacks its quorum."""
+        interval = self.runtime.settings.ledger_checkpoint_interval_seconds
+        quorum = self.runtime.settings.ledger_quorum
+        failures = 0
+        uncosigned: LedgerCheckpoint | None = None
+        cosign_attempts = 0
+        cosign_due = 0.0
+        if self.witnesses.configured:
+            async with self.runtime.read_session_factory() as session:
+                latest = await LedgerRepository(session).latest_checkpoint()
+            if latest is not None and latest.cosigners < quorum:
+                uncosigned = latest
+        while True:
+            try:
+                while await self.append_batch() > 0:
+                    pass
+                started = time.monotonic()
+                if started - self._last_checkpoint >= interval:
+                    record = await self.checkpoint()
+                    if record is not None:
+                        self._last_checkpoint = started  # start to start: a steady beat
+                        self._signed_size = record.size
+                        uncosigned, cosign_attempts, cosign_due = record, 0, 0.0
+                if uncosigned is not None and time.monotonic() >= cosign_due:
+                    asked = time.monotonic()
+                    if not self.witnesses.configured or await self.cosign(uncosigned) >= quorum:
+                        log.info(
+                            "ledger_checkpoint_served",
+                            size=uncosigned.size,
+                            signing_ms=round((asked - started) * 1000, 1),
+                            cosigning_ms=round((time.monotonic() - asked) * 1000, 1),
+                        )
+                        uncosigned = None
+                    else:
+                        cosign_attempts += 1
+                        cosign_due = time.monotonic() + backoff(cosign_attempts)
+                failures = 0
+            except LedgerInconsistent as exc:
+                FAILURES.labels("consistency").inc()
+                log.error("ledger_inconsistent", error=str(exc))
+                failures += 1
+                with contextlib.suppress(Exception):
+                    await self.measure_lag()
+            except Exception as exc:
+                FAILURES.labels("append").inc()
+                log.warning(
+                    "ledger_step_failed", error_type=type(exc).__name__, error=str(exc)[:300]
+                )
+                failures += 1
+                with contextlib.suppress(Exception):
+                    await self.measure_lag()
+            if failures:
+                delay = backoff(failures)
+            elif self.tree.size > self._signed_size:  # sign as soon as the interval allows
+                delay = max(0.0, self._last_checkpoint + interval - time.monotonic())
+            else:
+                delay = 0.2  # or sooner: commits of ledger events poke the loop
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            self._wake.clear()
+
+    def poke(self) -> None:
+        """New ledger events were committed in this process: append without waiting."""
+        self._wake.set()
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before retry ``attempt`` (1, 2, …): at least 0.1 s, then full jitter."""
+    return 0.1 + backoff_delay(attempt, base=0.5, cap=30.0)
+
+
+def _entry(topic: str, at: Any, row: Any) -> dict[str, Any]:
+    return entries.build(
+        topic=topic,
+        at=at,
+        partner_id=row["partner_id"],
+        aggregate_id=row["aggregate_id"],
+        payload=row["payload"],
+    )
+
+
+def _subject(entry: dict[str, Any]) -> UUID | None:
+    """The key, code or device the entry is about: what receipts are looked up by."""
+    return _uuid(next(iter((entry.get("subject") or {}).values()), None))
+
+
+def _uuid(value: Any) -> UUID | None:
+    try:
+        return UUID(str(value)) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,133 @@
+"""Asking witnesses to cosign checkpoints (the client side of C2SP tlog-witness).
+
+For each configured witness the log sends ``old <size>``, the consistency proof from that
+size, a blank line and the signed checkpoint. ``old`` is the size the witness last
+cosigned, as the log remembers it; a witness that remembers another size answers 409
+with it, and the log asks once more from there. Every witness is asked concurrently with
+a timeout; one that fails is asked again at the next checkpoint, so a slow or dead
+witness costs a few seconds of one background task, never a key operation. Only
+cosignatures that verify under the witness's configured key are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+
+from sesame.kit.logging import get_logger
+from sesame.ledger.note import NoteError, Verifier, parse, verify
+from sesame.settings import Settings
+
+log = get_logger("sesame.ledger.witnesses")
+
+ProofFor = Callable[[int], Awaitable[list[bytes]]]
+
+
+@dataclass(frozen=True)
+class Witness:
+    url: str
+    verifier: Verifier
+
+    @property
+    def name(self) -> str:
+        return self.verifier.name
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    line: str | None  # the verified cosignature line, if any
+    size: int | None  # the size the witness now holds for us, if known
+
+
+class WitnessPool:
+    def __init__(self, settings: Settings) -> None:
+        self.witnesses = [
+            Witness(w.url.rstrip("/"), Verifier.parse(w.vkey)) for w in settings.ledger_witnesses
+        ]
+        self.timeout = settings.ledger_witness_timeout_seconds
+        self._client: httpx.AsyncClient | None = None  # kept: connections are reused
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.witnesses)
+
+    @property
+    def verifiers(self) -> list[Verifier]:
+        return [w.verifier for w in self.witnesses]
+
+    async def cosign(
+        self, note: str, size: int, sizes: dict[str, int], proof_for: ProofFor
+    ) -> list[Outcome]:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout)
+        client = self._client
+        return list(
+            await asyncio.gather(
+                *(
+                    self._ask(client, w, note, size, sizes.get(w.name, 0), proof_for)
+                    for w in self.witnesses
+                )
+            )
+        )
+
+    async def _ask(
+        self,
+        client: httpx.AsyncClient,
+        witness: Witness,
+        note: str,
+        size: int,
+        old: int,
+        proof_for: ProofFor,
+    ) -> Outcome:
+        for _ in range(2):  # a second time if the witness remembers another old size
+            if old > size:
+                log.error("witness_ahead_of_log", witness=witness.name, witness_size=old)
+                return Outcome(witness.name, None, None)
+            proof = await proof_for(old) if old else []
+            body = f"old {old}\n" + "".join(base64.b64encode(h).decode() + "\n" for h in proof)
+            try:
+                response = await client.post(
+                    f"{witness.url}/add-checkpoint", content=(body + "\n" + note).encode()
+                )
+            except httpx.HTTPError as exc:
+                log.warning("witness_unreachable", witness=witness.name, error=type(exc).__name__)
+                return Outcome(witness.name, None, None)
+            if response.status_code == 409 and response.headers.get("content-type", "").startswith(
+                "text/x.tlog.size"
+            ):
+                try:
+                    old = int(response.text.strip())
+                except ValueError:
+                    break
+                continue
+            if response.status_code != 200:
+                log.warning("witness_refused", witness=witness.name, status=response.status_code)
+                return Outcome(witness.name, None, None)
+            return Outcome(witness.name, _verified_line(note, response.text, witness), size)
+        return Outcome(witness.name, None, None)
+
+
+def _verified_line(note: str, answer: str, witness: Witness) -> str | None:
+    """The witness's cosignature from its answer, if it verifies over our checkpoint."""
+    text = parse(note).text
+    for line in answer.splitlines(keepends=True):
+        if not line.strip():
+            continue
+        try:
+            _, verified = verify(text + "\n" + line, [witness.verifier])
+        except NoteError:
+            continue
+        if verified:
+            return line if line.endswith("\n") else line + "\n"
+    log.warning("witness_cosignature_invalid", witness=witness.name)
+    return None
