@@ -31,6 +31,7 @@ bench: $(STAMP)  ## load figures (needs wrk, hey, mosquitto: apt-get install wrk
 	$(BIN)/python bench/device_fleet.py
 	$(BIN)/python bench/credential_verify.py
 	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/scheduler.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -104,6 +104,7 @@ def test_settings(database_url: str, **overrides: object) -> Settings:
         "log_level": "warning",
         "database_pool_size": 5,
         "gateway_enabled": False,
+        "ledger_checkpoint_interval_seconds": 0.2,  # receipts sooner in tests
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -129,13 +130,21 @@ async def app(runtime: Runtime) -> AsyncIterator[object]:
 
 
 @pytest.fixture(autouse=True)
-def _reset_clock(request: pytest.FixtureRequest) -> None:
-    """Tests that move the clock start from real time."""
-    if "runtime" in request.fixturenames:
-        runtime: Runtime = request.getfixturevalue("runtime")
-        assert isinstance(runtime.clock, ShiftableClock)
-        runtime.clock.reset()
-        runtime.credential_cache.clear()
+def _reset_clock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests that move a clock start from real time, and leave it there: the shared
+    runtimes serve later tests (and their tokens and leases follow that clock)."""
+    clocks = []
+    for name in ("runtime", "fleet"):
+        if name in request.fixturenames:
+            value = request.getfixturevalue(name)
+            runtime: Runtime = value if name == "runtime" else value.runtime
+            assert isinstance(runtime.clock, ShiftableClock)
+            runtime.clock.reset()
+            runtime.credential_cache.clear()
+            clocks.append(runtime.clock)
+    yield
+    for clock in clocks:
+        clock.reset()
 
 
 _addresses = itertools.count(1)

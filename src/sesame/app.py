@@ -6,6 +6,7 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from datetime import timedelta
 
 from fastapi import APIRouter, FastAPI
 
@@ -16,9 +17,12 @@ from sesame.auth.endpoints import api_keys_router, auth_router, me_router
 from sesame.auth.repository import purge_expired
 from sesame.devices.endpoints import routers as devices_routers
 from sesame.devices.lifecycle import start_devices, stop_devices
+from sesame.jobs.endpoints import router as jobs_router
+from sesame.jobs.install import start_workers, stop_workers
+from sesame.jobs.repository import JobRepository
 from sesame.keys.endpoints import routers as keys_routers
-from sesame.keys.install import background as keys_background
 from sesame.keys.install import install as install_keys
+from sesame.keys.install import install_jobs
 from sesame.kit.logging import configure_logging, get_logger
 from sesame.kit.middleware import ObservabilityMiddleware
 from sesame.ledger.endpoints import routers as ledger_routers
@@ -59,7 +63,11 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     *devices_routers,
     *keys_routers,
     *ledger_routers,
+    jobs_router,
 )
+
+
+JOBS_KEPT = timedelta(days=7)  # finished one-off jobs, for inspection
 
 
 async def _maintenance(runtime: Runtime) -> None:
@@ -71,7 +79,9 @@ async def _maintenance(runtime: Runtime) -> None:
         await asyncio.sleep(MAINTENANCE_INTERVAL_SECONDS)
         try:
             async with runtime.session_factory() as session:
-                removed = await purge_expired(session, runtime.clock.now())
+                now = runtime.clock.now()
+                removed = await purge_expired(session, now)
+                removed["jobs"] = await JobRepository(session).purge_finished(now - JOBS_KEPT)
                 await session.commit()
             log.info("purged_expired_rows", **removed)
         except Exception as exc:
@@ -94,9 +104,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         gc.freeze()
         gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
         maintenance = asyncio.create_task(_maintenance(runtime))
-        keys_work = asyncio.create_task(keys_background(runtime))
         await start_devices(runtime)
         ledger_work = await start_ledger(runtime)
+        await install_jobs(runtime)
+        workers = start_workers(runtime) if runtime.settings.worker_enabled else None
         log.info(
             "started",
             version=__version__,
@@ -106,11 +117,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         try:
             yield
         finally:
+            await stop_workers(workers)
             await stop_ledger(ledger_work, runtime)
-            for task in (maintenance, keys_work):
-                task.cancel()
-                with suppress(asyncio.CancelledError):
-                    await task
+            maintenance.cancel()
+            with suppress(asyncio.CancelledError):
+                await maintenance
             await stop_devices(runtime)
             if owns_runtime:
                 await runtime.close()

@@ -124,6 +124,51 @@ def serve(
             broker.wait(timeout=15)
 
 
+@app.command()
+def worker(
+    count: Annotated[int, typer.Option(help="Workers in this process.")] = 1,
+) -> None:
+    """Run durable jobs (key activations and expiries, PIN codes, sweeps) without serving
+    HTTP. With an external broker (SESAME_MQTT_URL) it also joins the device gateway, so
+    it can run jobs that command devices; without one it leaves those to `sesame serve`."""
+    from sesame.kit.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if not asyncio.run(_schema_is_current(settings)):
+        typer.echo("the database is not at the latest schema; run `sesame db upgrade`", err=True)
+        raise typer.Exit(1)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_work(settings, count))
+
+
+async def _work(settings: Settings, count: int) -> None:
+    import signal
+
+    from sesame.devices.lifecycle import start_devices, stop_devices
+    from sesame.jobs.install import start_workers, stop_workers
+    from sesame.keys.install import install as install_keys
+    from sesame.keys.install import install_jobs
+    from sesame.runtime import build_runtime
+
+    runtime = build_runtime(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    install_keys(runtime)
+    if settings.mqtt_url is not None and settings.gateway_enabled:
+        await start_devices(runtime)
+    await install_jobs(runtime)
+    task = start_workers(runtime, count)
+    try:
+        await stop.wait()
+    finally:
+        await stop_workers(task)
+        await stop_devices(runtime)
+        await runtime.close()
+
+
 def _run_uvicorn(settings: Settings) -> None:
     import uvicorn
 

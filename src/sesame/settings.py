@@ -101,6 +101,15 @@ class Settings(BaseSettings):
     mosquitto_pid_file: str | None = None
     # Time-bound PIN codes are programmed this long before they start.
     pin_lead_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
+    # A device clock off by more than this gets a clock_drift warning and a sync_clock.
+    clock_drift_threshold_seconds: float = Field(default=2.0, gt=0, le=3600)
+    # Durable jobs (see sesame.jobs): a worker runs inside `sesame serve` unless disabled;
+    # `sesame worker` runs more.
+    worker_enabled: bool = True
+    job_concurrency: int = Field(default=8, ge=1, le=256)
+    job_lease_seconds: float = Field(default=120.0, gt=0, le=86_400)
+    job_max_attempts: int = Field(default=8, ge=1, le=1000)
+    job_retry_cap_seconds: float = Field(default=600.0, gt=0, le=86_400)
     # Development: run the simulated devices listed in this file inside `sesame serve`.
     simulate_devices_file: str | None = None
 

@@ -128,7 +128,7 @@ async def test_provisioning_shows_the_secret_once_and_stores_a_hash(fleet: Fleet
     assert mqtt["topic_prefix"] == f"sesame/v1/devices/{device['id']}"
     again = await fleet.read(device["id"])
     assert "credentials" not in again
-    assert again["actions"] == ["lock", "ping", "remove_pin", "set_pin", "unlock"]
+    assert again["actions"] == ["lock", "ping", "remove_pin", "set_pin", "sync_clock", "unlock"]
     assert "pin_codes" in again["features"]
     async with fleet.runtime.read_session_factory() as session:
         stored = (

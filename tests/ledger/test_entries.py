@@ -43,7 +43,7 @@ def entry(payload: dict[str, Any], topic: str = "key.used") -> dict[str, Any]:
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.dictionaries(KEYS, VALUES, max_size=6))
 def test_entry_bytes_are_jcs(payload: dict[str, Any]) -> None:
     body = sealed(entry(payload))

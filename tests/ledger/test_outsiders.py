@@ -75,6 +75,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     directory = tmp_path_factory.mktemp("outsiders")
     env = dev_env(directory)
     env["SESAME_LEDGER_ACCESS"] = "public"
+    env["SESAME_LEDGER_CHECKPOINT_INTERVAL_SECONDS"] = "0.2"  # receipts sooner
     run_cli(env, "db", "upgrade", cwd=str(directory))
     printed = run_cli(env, "demo", cwd=str(directory))
     api_key = re.search(r"(ses_[0-9a-f]{12}_\S+)", printed).group(1)  # type: ignore[union-attr]

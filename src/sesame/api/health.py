@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 
 from sesame.api.route import runtime_of
 from sesame.kit import metrics
@@ -20,6 +22,20 @@ READINESS_TIMEOUT_SECONDS = 2.0
 async def healthz() -> dict[str, str]:
     """The process is alive and serving; touches nothing else."""
     return {"status": "ok"}
+
+
+class ServerTime(BaseModel):
+    now: datetime = Field(description="The server's clock, UTC.")
+    unix_ms: int = Field(description="The same, in milliseconds since the Unix epoch.")
+
+
+@router.get("/v1/time", response_model=ServerTime, operation_id="get_time", tags=["time"])
+async def server_time(request: Request) -> ServerTime:
+    """The server's time, for apps that check their clock (no sign-in needed). An app
+    estimates its offset as ``unix_ms - (sent + received) / 2`` with its own clock's
+    times of sending the request and receiving the answer."""
+    now = runtime_of(request).clock.now()
+    return ServerTime(now=now, unix_ms=int(now.timestamp() * 1000))
 
 
 @router.get("/readyz", operation_id="readyz", responses={503: {"description": "Not ready"}})

@@ -29,7 +29,7 @@ from gmqtt.mqtt.constants import MQTTv311
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from sesame.devices import health, protocol
+from sesame.devices import clock_sync, health, protocol
 from sesame.devices.attempts import AttemptEngine
 from sesame.devices.broker import CONTROL_DISCONNECT
 from sesame.devices.ingest import EventIngestor
@@ -63,6 +63,7 @@ SUBSCRIBED_CHANNELS = (
     protocol.Channel.STATUS,
     protocol.Channel.HEARTBEAT,
     protocol.Channel.TIME_REQUEST,
+    protocol.Channel.TIME_REPORT,
 )
 SWEEP_SECONDS = 1.0
 HEARTBEAT_FLUSH_SECONDS = 2.0
@@ -228,6 +229,8 @@ class Gateway:
             self._heard.add(device_id)
         elif isinstance(message, protocol.TimeRequest):
             await self._answer_time(device_id, message)
+        elif isinstance(message, protocol.TimeReport):
+            await clock_sync.on_report(self.runtime, device_id, message)
         elif isinstance(message, protocol.Presence):
             await self._presence(device_id, message)
         elif isinstance(message, protocol.ReportedState):

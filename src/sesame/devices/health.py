@@ -92,6 +92,26 @@ def reported(device: Device, state: ReportedState, now: datetime) -> None:
             _clear(device, "warnings", LOW_BATTERY)
 
 
+def clock_checked(device: Device, offset_ms: int, threshold_ms: int, now: datetime) -> bool:
+    """Record the device clock's offset; True if it is now off by more than the
+    threshold and was not before (a new ``clock_drift`` warning)."""
+    drifting = abs(offset_ms) > threshold_ms
+    was = "clock_drift" in (device.warnings or {})
+    if drifting:
+        _clear(device, "warnings", "clock_drift")  # the message carries the new offset
+        _set(
+            device,
+            "warnings",
+            "clock_drift",
+            f"the device clock is {abs(offset_ms) / 1000:.1f} s"
+            f" {'ahead' if offset_ms > 0 else 'behind'}",
+            now,
+        )
+    else:
+        _clear(device, "warnings", "clock_drift")
+    return drifting and not was
+
+
 def decommissioned(device: Device, now: datetime) -> None:
     device.online = False
     device.errors = {

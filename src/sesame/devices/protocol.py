@@ -35,6 +35,7 @@ class Channel(enum.StrEnum):
     HEARTBEAT = "heartbeat"
     TIME_REQUEST = "time/request"
     TIME_RESPONSE = "time/response"
+    TIME_REPORT = "time/report"
     TRUST = "trust"
 
 
@@ -47,6 +48,7 @@ DEVICE_PUBLISHES = frozenset(
         Channel.STATUS,
         Channel.HEARTBEAT,
         Channel.TIME_REQUEST,
+        Channel.TIME_REPORT,
     }
 )
 DEVICE_SUBSCRIBES = frozenset(
@@ -62,6 +64,7 @@ QOS = {
     Channel.HEARTBEAT: 0,
     Channel.TIME_REQUEST: 0,
     Channel.TIME_RESPONSE: 0,
+    Channel.TIME_REPORT: 0,
     Channel.TRUST: 1,
 }
 RETAINED = frozenset({Channel.STATE, Channel.STATUS, Channel.TRUST})
@@ -295,6 +298,22 @@ class TimeResponse(Message):
     t3_ms: int
 
 
+class TimeReport(Message):
+    """Device → gateway on ``time/report``, QoS 0: the four timestamps of an exchange.
+
+    ``t1_ms`` and ``t4_ms`` are the device's clock when it sent the request and when the
+    response arrived; ``t2_ms`` and ``t3_ms`` are the server's, from the response. The
+    server computes the device's offset and the round trip from them and keeps both; a
+    device whose clock is off by more than the threshold is sent ``sync_clock``.
+    """
+
+    request_id: UUID
+    t1_ms: int
+    t2_ms: int
+    t3_ms: int
+    t4_ms: int
+
+
 class TrustedKey(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -331,6 +350,7 @@ MESSAGES_BY_CHANNEL: dict[Channel, type[Message]] = {
     Channel.HEARTBEAT: Heartbeat,
     Channel.TIME_REQUEST: TimeRequest,
     Channel.TIME_RESPONSE: TimeResponse,
+    Channel.TIME_REPORT: TimeReport,
     Channel.TRUST: TrustDocument,
 }
 

@@ -58,6 +58,11 @@ class DeviceRead(OutputModel):
     reported_state: dict[str, Any]
     errors: list[HealthIssue]
     warnings: list[HealthIssue]
+    clock_offset_ms: int | None = Field(
+        None, description="The device clock minus the server's at its last time exchange."
+    )
+    clock_delay_ms: int | None = Field(None, description="That exchange's round trip.")
+    clock_checked_at: datetime | None = None
     features: list[str] = Field(default_factory=list)
     actions: list[str] = Field(default_factory=list)
     credentials_issued_at: datetime | None

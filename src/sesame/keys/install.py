@@ -1,20 +1,13 @@
-"""Wiring the keys domain into the device side and the process's background work."""
+"""Wiring the keys domain into the device side and the durable jobs."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
-from datetime import timedelta
 from uuid import UUID
 
-from sesame.keys import events, lifecycle, pins, trust
-from sesame.keys.repository import PinCodeRepository
-from sesame.kit.logging import get_logger
+from sesame.keys import events, pins, timing, trust  # timing: the job handlers
+from sesame.kit.db import write_intent
 from sesame.runtime import Runtime
-
-log = get_logger("sesame.keys")
-
-BACKGROUND_SECONDS = 5.0
 
 
 def install(runtime: Runtime) -> None:
@@ -32,18 +25,9 @@ def install(runtime: Runtime) -> None:
     hooks.installed.add("keys")
 
 
-async def background(runtime: Runtime) -> None:
-    """Statuses that follow time, and PIN codes that come due or end."""
-    while True:
-        await asyncio.sleep(BACKGROUND_SECONDS)
-        try:
-            await lifecycle.advance(runtime)
-            if runtime.gateway is not None and runtime.gateway.connected:
-                now = runtime.clock.now()
-                async with runtime.read_session_factory() as session:
-                    lead = now + timedelta(minutes=runtime.settings.pin_lead_minutes)
-                    devices = await PinCodeRepository(session).needing_work(now, lead)
-                for device_id in devices:
-                    await pins.reconcile(runtime, device_id)
-        except Exception as exc:
-            log.warning("keys_background_failed", error_type=type(exc).__name__)
+async def install_jobs(runtime: Runtime) -> None:
+    """Register the keys' job handlers and schedule their recurring sweeps (once)."""
+    with write_intent():
+        async with runtime.session_factory() as session:
+            await timing.install_recurring(session, runtime)
+            await session.commit()

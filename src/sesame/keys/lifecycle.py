@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from sesame.keys import schedule
 from sesame.keys.access import effective_status
 from sesame.keys.repository import KeyRepository
 from sesame.keys.service import key_message, local_midnight, revoke
@@ -63,6 +64,7 @@ async def on_move_in(session: AsyncSession, runtime: Runtime, household: Househo
     session.add(key)
     await session.flush()
     await outbox.append(session, [key_message("key.issued", key, reason="move_in")])
+    await schedule.follow(session, runtime, [key])
     return key
 
 
@@ -80,6 +82,7 @@ async def on_household_change(
     key.ends_at = local_midnight(household.move_out_on, site) if household.move_out_on else None
     if key.status is not KeyStatus.SUSPENDED:
         key.status = effective_status(key, runtime.clock.now())
+    await schedule.follow(session, runtime, [key])
 
 
 async def on_move_out(session: AsyncSession, runtime: Runtime, household: Household) -> None:

@@ -29,6 +29,7 @@ from sesame.auth.principal import Action, Group
 from sesame.devices.drivers import Feature, driver_for
 from sesame.devices.repository import DeviceRepository
 from sesame.devices.service import engine_of
+from sesame.keys import schedule
 from sesame.keys.repository import PinCodeRepository
 from sesame.kit.db import after_commit, commit, write_intent
 from sesame.kit.errors import Conflict, FieldError, NotFound, ValidationFailed
@@ -162,6 +163,7 @@ class PinService(CrudService[PinCode]):
     async def create(self, data: Any) -> PinCode:
         pin = await super().create(data)
         self._reconcile_after(pin.device_id)
+        await schedule.follow_lock(self.session, self.runtime, pin.device_id)
         return pin
 
     async def apply(self, obj: PinCode, changes: dict[str, Any]) -> None:
@@ -170,6 +172,8 @@ class PinService(CrudService[PinCode]):
             raise ValidationFailed("ends_at must be after starts_at")
         obj.error = None
         self._reconcile_after(obj.device_id)
+        await self.session.flush()
+        await schedule.follow_lock(self.session, self.runtime, obj.device_id)
 
     async def delete(self, object_id: UUID) -> None:
         """Take the code off the lock (or forget it, if it never reached it)."""
@@ -180,8 +184,10 @@ class PinService(CrudService[PinCode]):
             pin.status = PinStatus.REMOVED
         await self.repository.flush()
         self._reconcile_after(pin.device_id)
+        await schedule.follow_lock(self.session, self.runtime, pin.device_id)
 
     def _reconcile_after(self, device_id: UUID) -> None:
+        """Now, after the commit (later moments are the lock's job's, see keys.schedule)."""
         runtime = self.runtime
 
         async def go() -> None:

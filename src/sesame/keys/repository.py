@@ -128,7 +128,7 @@ class KeyRepository(CrudRepository[Key]):
 
     async def blocked_since(self, site_id: UUID, since: datetime) -> Sequence[UUID]:
         """Keys a reader must refuse although their credentials may still be valid:
-        revoked within ``since``, or suspended."""
+        revoked or expired (ended early, or out of uses) within ``since``, or suspended."""
         result = await self.session.execute(
             select(Key.id)
             .where(
@@ -136,6 +136,7 @@ class KeyRepository(CrudRepository[Key]):
                 or_(
                     Key.status == KeyStatus.SUSPENDED,
                     (Key.status == KeyStatus.REVOKED) & (Key.revoked_at >= since),
+                    (Key.status == KeyStatus.EXPIRED) & (Key.updated_at >= since),
                 ),
             )
             .order_by(Key.id.desc())

@@ -21,7 +21,7 @@ from sesame.devices import protocol
 from sesame.devices.drivers.native import OPEN_ACTIONS
 from sesame.devices.repository import DeviceRepository
 from sesame.devices.service import NoDevice, engine_of
-from sesame.keys import credentials
+from sesame.keys import credentials, schedule
 from sesame.keys.access import Refusal, best_refusal, refusal
 from sesame.keys.repository import AccessEventRepository, KeyRepository
 from sesame.keys.schemas import GuestPassRequest, ShareRequest
@@ -222,6 +222,7 @@ async def share(
     session.add(key)
     await session.flush()
     await outbox.append(session, [key_message("key.shared", key)])
+    await schedule.follow(session, runtime, [key])
     return key
 
 
@@ -307,6 +308,7 @@ async def guest_pass(
     session.add(key)
     await session.flush()
     token = await credentials.guest_pass(session, runtime, key, site, entrance.id)
+    await schedule.follow(session, runtime, [key])
     await outbox.append(
         session,
         [

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sesame.api.crud import CrudService
 from sesame.auth.principal import Action, Group
-from sesame.keys import trust
+from sesame.keys import schedule, trust
 from sesame.keys.access import Place, covers, effective_status
 from sesame.keys.repository import KeyRepository
 from sesame.keys.schemas import KeyCreate
@@ -149,6 +149,7 @@ class KeyService(CrudService[Key]):
     async def create(self, data: Any) -> Key:
         key = await super().create(data)
         await outbox.append(self.session, [key_message("key.issued", key)])
+        await schedule.follow(self.session, self.runtime, [key])
         return key
 
     async def _target(self, key: Key, data: KeyCreate) -> None:
@@ -232,6 +233,7 @@ class KeyService(CrudService[Key]):
             announce(self.session, self.runtime, {obj.site_id})
         elif obj.status is not KeyStatus.SUSPENDED:
             obj.status = initial_status(obj, now)
+        await schedule.follow(self.session, self.runtime, [obj])
 
     async def delete(self, object_id: UUID) -> None:
         """Revoke: the key stays, as evidence, with ``revoked_at``."""

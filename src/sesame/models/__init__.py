@@ -11,6 +11,7 @@ from sesame.models.devices import (
     DeviceKind,
     DeviceStatus,
 )
+from sesame.models.jobs import Job, JobStatus
 from sesame.models.keys import (
     AccessEvent,
     AccessMethod,
@@ -58,6 +59,8 @@ __all__ = [
     "Household",
     "HouseholdRole",
     "IdempotencyRecord",
+    "Job",
+    "JobStatus",
     "Key",
     "KeyKind",
     "KeyStatus",

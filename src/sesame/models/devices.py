@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sesame.models.base import Base, IdMixin, TimestampMixin, utcnow
@@ -72,6 +72,10 @@ class Device(IdMixin, TimestampMixin, Base):
     # Health as data: {"code": {"message", "created_at"}}; see sesame.devices.health.
     errors: Mapped[dict[str, Any]] = mapped_column(default=dict)
     warnings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The device clock against the server's, from its last time exchange (positive: ahead).
+    clock_offset_ms: Mapped[int | None] = mapped_column(BigInteger)  # a reset RTC: decades
+    clock_delay_ms: Mapped[int | None]
+    clock_checked_at: Mapped[datetime | None]
 
 
 class AttemptStatus(enum.StrEnum):

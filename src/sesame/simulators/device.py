@@ -40,6 +40,7 @@ class Faults:
     duplicate_events: float = 0.0  # probability that an event is published twice
     clock_offset: float = 0.0  # seconds the device clock is ahead (negative: behind)
     clock_drift_ppm: float = 0.0  # how fast the offset grows
+    stuck_clock: bool = False  # a failed real-time clock: sync_clock cannot set it
     unresponsive: bool = False  # receives commands, never acts or answers
 
 
@@ -51,9 +52,16 @@ class DeviceClock:
         self._started = time.monotonic()
 
     def now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self.offset())
+
+    def offset(self) -> float:
+        """Seconds this clock is ahead of real time (negative: behind)."""
         elapsed = time.monotonic() - self._started
-        offset = self.faults.clock_offset + elapsed * self.faults.clock_drift_ppm / 1e6
-        return datetime.now(UTC) + timedelta(seconds=offset)
+        return self.faults.clock_offset + elapsed * self.faults.clock_drift_ppm / 1e6
+
+    def adjust(self, seconds: float) -> None:
+        """Step the clock (what ``sync_clock`` does); the drift goes on from there."""
+        self.faults.clock_offset += seconds
 
 
 class _Client(gmqtt.Client):
@@ -89,6 +97,7 @@ class SimulatedDevice:
         heartbeat_interval: float = protocol.HEARTBEAT_INTERVAL_SECONDS,
         event_ack_timeout: float = protocol.EVENT_ACK_TIMEOUT_SECONDS,
         battery_pct: int = 90,
+        time_sync_interval: float = 3600.0,
     ) -> None:
         self.device_id = device_id
         self.password = password
@@ -97,6 +106,7 @@ class SimulatedDevice:
         self.faults = faults or Faults()
         self.clock = DeviceClock(self.faults)
         self.heartbeat_interval = heartbeat_interval
+        self.time_sync_interval = time_sync_interval
         self.event_ack_timeout = event_ack_timeout
         self.battery_pct = battery_pct
         self.boot_id = uuid.uuid4().hex[:12]
@@ -106,6 +116,7 @@ class SimulatedDevice:
         self.pending_events: dict[uuid.UUID, tuple[protocol.DeviceEvent, float]] = {}
         self.acked_events: set[uuid.UUID] = set()
         self.time_offsets_ms: list[float] = []
+        self.clock_syncs = 0
         self.trust: protocol.TrustDocument | None = None
         self.connected = asyncio.Event()
         self._client: _Client | None = None
@@ -142,6 +153,7 @@ class SimulatedDevice:
         self._tasks = [
             asyncio.create_task(self._heartbeats()),
             asyncio.create_task(self._resend_unacknowledged()),
+            asyncio.create_task(self._time_sync()),
         ]
 
     async def stop(self) -> None:
@@ -189,6 +201,7 @@ class SimulatedDevice:
         # Everything not yet acknowledged goes again: it may have been lost with the link.
         for event, _ in list(self.pending_events.values()):
             self._send_event(event)
+        self.request_time()  # the clock is checked on every connection
         self.connected.set()
 
     def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
@@ -219,6 +232,11 @@ class SimulatedDevice:
                     uptime_s=int(time.monotonic() - self._started),
                 ),
             )
+
+    async def _time_sync(self) -> None:
+        while True:
+            await asyncio.sleep(self.time_sync_interval)
+            self.request_time()
 
     async def _resend_unacknowledged(self) -> None:
         while True:
@@ -253,6 +271,16 @@ class SimulatedDevice:
             t4 = int(self.clock.now().timestamp() * 1000)
             offset = ((message.t2_ms - message.t1_ms) + (message.t3_ms - t4)) / 2
             self.time_offsets_ms.append(offset)
+            self._publish(
+                protocol.Channel.TIME_REPORT,
+                protocol.TimeReport(
+                    request_id=message.request_id,
+                    t1_ms=message.t1_ms,
+                    t2_ms=message.t2_ms,
+                    t3_ms=message.t3_ms,
+                    t4_ms=t4,
+                ),
+            )
         return 0
 
     async def _on_command(self, command: protocol.Command) -> None:
@@ -262,7 +290,8 @@ class SimulatedDevice:
             return
         if self.faults.unresponsive:
             return
-        if self.clock.now() >= command.expires_at:
+        # sync_clock is obeyed whatever the clock says: a wrong clock is why it comes.
+        if command.action != "sync_clock" and self.clock.now() >= command.expires_at:
             self.rejected_late.append(command.command_id)
             result = self._result(
                 command,
@@ -307,6 +336,18 @@ class SimulatedDevice:
 
     async def execute(self, command: protocol.Command) -> protocol.CommandResult:
         if command.action == "ping":
+            return self._result(command, protocol.Outcome.SUCCEEDED, confirmed=True)
+        if command.action == "sync_clock":
+            if self.faults.stuck_clock:
+                return self._result(
+                    command,
+                    protocol.Outcome.FAILED,
+                    protocol.ErrorCode.HARDWARE_FAILURE,
+                    "the clock cannot be set",
+                )
+            self.clock.adjust(int(command.params["adjust_ms"]) / 1000)
+            self.clock_syncs += 1
+            self.request_time()  # check the correction
             return self._result(command, protocol.Outcome.SUCCEEDED, confirmed=True)
         return self._result(
             command,

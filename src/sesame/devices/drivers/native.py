@@ -33,7 +33,14 @@ class CallParams(Params):
     destination_floor: int | None = Field(None, ge=-20, le=300)
 
 
+class SyncClockParams(Params):
+    adjust_ms: int = Field(
+        ge=-(10**12), le=10**12, description="Milliseconds to add to the device clock."
+    )
+
+
 PING = ActionSpec(NoParams, default_ttl_seconds=5)
+SYNC_CLOCK = ActionSpec(SyncClockParams, default_ttl_seconds=10, max_ttl_seconds=60)
 
 
 class EntranceReaderDriver(DeviceDriver):
@@ -42,6 +49,7 @@ class EntranceReaderDriver(DeviceDriver):
     actions: ClassVar[dict[str, ActionSpec]] = {
         "open": ActionSpec(OpenParams, default_ttl_seconds=5, max_ttl_seconds=30),
         "ping": PING,
+        "sync_clock": SYNC_CLOCK,
     }
 
 
@@ -59,6 +67,7 @@ class DoorLockDriver(DeviceDriver):
         ),
         "remove_pin": ActionSpec(SlotParams, default_ttl_seconds=30, max_ttl_seconds=120),
         "ping": PING,
+        "sync_clock": SYNC_CLOCK,
     }
 
 
@@ -68,6 +77,7 @@ class DoorbellDriver(DeviceDriver):
     actions: ClassVar[dict[str, ActionSpec]] = {
         "open": ActionSpec(OpenParams, default_ttl_seconds=5, max_ttl_seconds=30),
         "ping": PING,
+        "sync_clock": SYNC_CLOCK,
     }
 
 
@@ -78,6 +88,7 @@ class ZwaveHubDriver(DeviceDriver):
         "unlock": ActionSpec(ChildParams, default_ttl_seconds=15),
         "lock": ActionSpec(ChildParams, default_ttl_seconds=15),
         "ping": PING,
+        "sync_clock": SYNC_CLOCK,
     }
 
 
@@ -88,6 +99,7 @@ class ElevatorAgentDriver(DeviceDriver):
     actions: ClassVar[dict[str, ActionSpec]] = {
         "call": ActionSpec(CallParams, default_ttl_seconds=5, max_ttl_seconds=10),
         "ping": PING,
+        "sync_clock": SYNC_CLOCK,
     }
 
 
