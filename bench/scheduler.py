@@ -94,14 +94,14 @@ async def work(url: str) -> dict[str, Any]:
     from sesame.runtime import build_runtime
 
     runtime = build_runtime(settings_for(url))
-    lateness: list[float] = []
-    real = jobs.Worker._execute
+    lateness: dict[Any, float] = {}
+    real = jobs.Worker.observe
 
-    async def timed(self: jobs.Worker, job: Any) -> None:
-        lateness.append((datetime.now(UTC) - job.due_at).total_seconds())
-        await real(self, job)
+    def timed(self: jobs.Worker, job: Any) -> None:
+        lateness.setdefault(job.id, (datetime.now(UTC) - job.due_at).total_seconds())
+        real(self, job)
 
-    jobs.Worker._execute = timed  # type: ignore[method-assign]
+    jobs.Worker.observe = timed  # type: ignore[method-assign]
     worker = jobs.Worker(runtime, concurrency=runtime.settings.job_concurrency)
     started = time.perf_counter()
     try:
@@ -109,7 +109,11 @@ async def work(url: str) -> dict[str, Any]:
             pass
     finally:
         await runtime.close()
-    return {"ran": worker.ran, "seconds": time.perf_counter() - started, "lateness": lateness}
+    return {
+        "ran": worker.ran,
+        "seconds": time.perf_counter() - started,
+        "lateness": list(lateness.values()),
+    }
 
 
 async def check(url: str, count: int) -> None:

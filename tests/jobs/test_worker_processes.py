@@ -96,6 +96,7 @@ async def test_two_worker_processes_never_run_a_job_twice(database: str, tmp_pat
             "SESAME_DATABASE_URL": database,
             "SESAME_GATEWAY_ENABLED": "false",
             "SESAME_LOG_LEVEL": "warning",
+            "SESAME_JOB_CONCURRENCY": "2",  # small claims (64), so that both take part
         }
         workers = [start_worker(env, tmp_path) for _ in range(2)]
         try:
