@@ -175,6 +175,17 @@ class AttemptEngine:
         await self._send(attempt.device_id, command)
         self._watch(attempt.id, attempt.device_id, command)
 
+    async def deliver(
+        self, submitted: tuple[ActionAttempt, protocol.Command | None], device_id: UUID
+    ) -> None:
+        """After the commit of what ``submit`` returned: publish the command if the device
+        could take it at once, else let the device's queue move on."""
+        attempt, command = submitted
+        if command is not None:
+            await self.sent(attempt, command)
+        else:
+            await self.dispatch(device_id)
+
     async def _send(self, device_id: UUID, command: protocol.Command) -> None:
         try:
             await self._publish(

@@ -89,9 +89,4 @@ async def on_report(runtime: Runtime, device_id: UUID, report: protocol.TimeRepo
                 )
             await commit(session)
     if sent is not None:
-        attempt, command = sent
-        engine = engine_of(runtime)
-        if command is not None:
-            await engine.sent(attempt, command)
-        else:
-            await engine.dispatch(device_id)
+        await engine_of(runtime).deliver(sent, device_id)

@@ -230,12 +230,7 @@ async def reconcile(runtime: Runtime, device_id: UUID) -> None:
                 sent = (attempt, command)
             await commit(session)
     if sent is not None:
-        attempt, command = sent
-        engine = engine_of(runtime)
-        if command is not None:
-            await engine.sent(attempt, command)
-        else:
-            await engine.dispatch(device_id)
+        await engine_of(runtime).deliver(sent, device_id)
 
 
 def _message(topic: str, pin: PinCode, **data: Any) -> dict[str, Any]:
