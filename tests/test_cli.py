@@ -69,7 +69,12 @@ def test_make_run_sequence_serves_the_demo(tmp_path: Path) -> None:
             )
             kinds = sorted(e["kind"] for e in entrances.json()["items"])
             assert kinds == ["common_entrance", "common_entrance", "unit_door"]
-            devices = client.get("/v1/devices", headers={"Authorization": f"Bearer {api_key}"})
+            # Every simulated device comes online (each also syncs its clock on connecting).
+            for _ in range(100):
+                devices = client.get("/v1/devices", headers={"Authorization": f"Bearer {api_key}"})
+                if all(d["online"] for d in devices.json()["items"]):
+                    break
+                time.sleep(0.1)
             assert len(devices.json()["items"]) == 5
             assert all(d["online"] for d in devices.json()["items"])
             login = client.post(
