@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -138,6 +139,69 @@ async def test_a_stay_code_reaches_the_lock_before_the_stay_and_leaves_after(
         return "7391" not in sim.slots.values()
 
     await wait_until(off_lock)
+    await wait_until(lambda: status_is("removed"))
+
+
+async def test_a_code_tied_to_a_scheduled_key_is_on_the_lock_only_in_its_windows(
+    fleet: Fleet,
+) -> None:
+    device, sim = await lock(fleet)
+    token = fleet.world.tokens["partner_admin"]
+    api_key = fleet.world.tokens["api_key"]  # staff tokens expire as the clock is moved
+    clock = fleet.runtime.clock
+    assert isinstance(clock, ShiftableClock)
+    site = (await fleet.api.get(f"/v1/sites/{fleet.world.site_id}", token=token)).json()
+    zone = ZoneInfo(site["time_zone"])
+    opens = (clock.now().astimezone(zone) + timedelta(hours=2)).replace(second=0, microsecond=0)
+    closes = opens + timedelta(hours=1)
+    key = await fleet.api.create(
+        "/v1/keys",
+        token,
+        {
+            "person_id": fleet.world.ids["person"],
+            "kind": "staff",
+            "name": "cleaner, daily",
+            "building_id": fleet.world.ids["building"],
+            "schedule": {
+                "weekdays": list(range(7)),
+                "start": opens.strftime("%H:%M"),
+                "end": closes.strftime("%H:%M"),
+            },
+        },
+    )
+    created = await fleet.api.create(
+        "/v1/pin-codes",
+        token,
+        {"device_id": device["id"], "code": "5820", "name": "cleaner", "key_id": key["id"]},
+    )
+    await asyncio.sleep(0.5)
+    assert "5820" not in sim.slots.values()  # two hours before the window: not even early
+
+    async def on_lock() -> bool:
+        return "5820" in sim.slots.values()
+
+    async def off_lock() -> bool:
+        return "5820" not in sim.slots.values()
+
+    async def status_is(wanted: str) -> bool:
+        return (await pin_status_with(fleet, created["id"], api_key))["status"] == wanted
+
+    def move_to(moment: datetime) -> None:
+        clock.advance(moment - clock.now())
+
+    for day in range(2):  # today's window, then tomorrow's
+        move_to(opens + timedelta(days=day, seconds=5))
+        await wait_until(on_lock)
+        await wait_until(lambda: status_is("set"))
+        move_to(closes + timedelta(days=day, seconds=5))
+        await wait_until(off_lock)
+        await wait_until(lambda: status_is("unset"))  # waiting for the next window
+
+    move_to(opens + timedelta(days=2, seconds=5))
+    await wait_until(on_lock)
+    revoked = await fleet.api.delete(f"/v1/keys/{key['id']}", token=api_key)
+    assert revoked.status_code == 204, revoked.text
+    await wait_until(off_lock)  # the key's end takes its code off at once
     await wait_until(lambda: status_is("removed"))
 
 

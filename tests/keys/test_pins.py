@@ -207,3 +207,25 @@ async def test_a_time_bound_pin_waits_for_its_lead_time(fleet: Fleet) -> None:
     ).json()
     assert pin["status"] == "unset"
     assert sim.slots == {}
+
+
+async def test_a_code_is_tied_only_to_a_key_of_its_own_site(fleet: Fleet) -> None:
+    device, _ = await lock(fleet)
+    token = fleet.world.tokens["partner_admin"]
+    elsewhere = await fleet.api.post(
+        "/v1/pin-codes",
+        token=token,
+        json={"device_id": device["id"], "key_id": fleet.world.other_site_ids["key"]},
+    )
+    assert elsewhere.status_code == 422, elsewhere.text
+    assert elsewhere.json()["errors"][0]["code"] == "wrong_site"
+    unknown = await fleet.api.post(
+        "/v1/pin-codes",
+        token=token,
+        json={"device_id": device["id"], "key_id": str(UUID(int=7))},
+    )
+    assert unknown.status_code == 404, unknown.text
+    tied = await fleet.api.create(
+        "/v1/pin-codes", token, {"device_id": device["id"], "key_id": fleet.world.ids["key"]}
+    )
+    assert tied["key_id"] == fleet.world.ids["key"]

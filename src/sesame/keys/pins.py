@@ -5,6 +5,10 @@
 - The reconciler sends one command at a time per lock (through the lock's action-attempt
   queue): it takes codes off first (deleted, or past their end), then programs codes due
   within the lead time (``SESAME_PIN_LEAD_MINUTES``, 60 by default) into a free slot.
+- A code tied to a key (``key_id``) follows it: off while the key is suspended, gone once
+  it is revoked or expired, and with a recurring schedule on the lock only within its
+  windows, in the site's time zone (``keys.schedule.LockTerms``). Such a code goes back
+  to ``unset`` between windows.
 - Failures stay on the one code that failed, with a precise error — ``no_space``,
   ``constraints_violated``, ``duplicate_on_device``, ``device_offline`` — and the lock's
   other codes go on. ``device_offline`` is retried; the others wait for a change.
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -30,7 +34,7 @@ from sesame.devices.drivers import Feature, driver_for
 from sesame.devices.repository import DeviceRepository
 from sesame.devices.service import engine_of
 from sesame.keys import schedule
-from sesame.keys.repository import PinCodeRepository
+from sesame.keys.repository import KeyRepository, PinCodeRepository
 from sesame.kit.db import after_commit, commit, write_intent
 from sesame.kit.errors import Conflict, FieldError, NotFound, ValidationFailed
 from sesame.kit.ids import new_id
@@ -108,6 +112,18 @@ class PinService(CrudService[PinCode]):
             )
         return device
 
+    async def _key_at(self, key_id: UUID, device: Device) -> None:
+        """A code follows its key (see ``keys.schedule.LockTerms``): the key must be one
+        the caller may see, at the lock's site."""
+        key = await KeyRepository(self.session).get(self.principal.scope, key_id)
+        if key is None:
+            raise NotFound(f"key {key_id} not found")
+        if key.site_id != device.site_id:
+            raise ValidationFailed(
+                "the key is for another site than the lock",
+                errors=[FieldError(("body", "key_id"), "another site", "wrong_site")],
+            )
+
     async def generate(self, device_id: UUID) -> str:
         self.principal.require(self.group, Action.READ)
         device = await self._lock(device_id)
@@ -128,6 +144,8 @@ class PinService(CrudService[PinCode]):
 
     async def build(self, data: Any) -> PinCode:
         device = await self._lock(data.device_id)
+        if data.key_id is not None:
+            await self._key_at(data.key_id, device)
         code = data.code or await self._free_code(device)
         problems = violations(code, constraints(device))
         if problems:
@@ -210,9 +228,10 @@ async def reconcile(runtime: Runtime, device_id: UUID) -> None:
             if any(p.attempt_id is not None for p in pins):
                 return
             now = runtime.clock.now()
-            lead = now + timedelta(minutes=runtime.settings.pin_lead_minutes)
+            lead = timedelta(minutes=runtime.settings.pin_lead_minutes)
+            terms = await schedule.terms_for(session, pins)
             before = {p.id: (p.error or {}).get("code") for p in pins}
-            step = _next_change(runtime, device, pins, now, lead)
+            step = _next_change(runtime, device, pins, terms, now, lead)
             await _report_failures(pins, before, "set", session)
             if step is not None:
                 pin, action, params = step
@@ -262,26 +281,27 @@ async def _report_failures(
 
 
 def _next_change(
-    runtime: Runtime, device: Device, pins: list[PinCode], now: Any, lead: Any
+    runtime: Runtime,
+    device: Device,
+    pins: list[PinCode],
+    terms: schedule.LockTerms,
+    now: datetime,
+    lead: timedelta,
 ) -> tuple[PinCode, str, dict[str, Any]] | None:
     for pin in pins:  # removals first: they free slots
-        expired = pin.ends_at is not None and pin.ends_at <= now
         if (
             pin.status in (PinStatus.SET, PinStatus.UNKNOWN)
             and pin.slot
-            and (not pin.wanted or expired)
+            and not terms.belongs(pin, now, lead)
         ):
             return pin, "remove_pin", {"slot": pin.slot}
-        if pin.status is PinStatus.UNSET and (not pin.wanted or expired):
+        if pin.status is PinStatus.UNSET and terms.finished(pin, now):
             pin.status = PinStatus.REMOVED
     used = {p.slot for p in pins if p.status in ON_LOCK and p.slot}
     slots = int(constraints(device)["slots"])
     for pin in pins:
-        due = (pin.starts_at is None or pin.starts_at <= lead) and (
-            pin.ends_at is None or pin.ends_at > now
-        )
         retry = pin.error is None or pin.error.get("code") == "device_offline"
-        if not (pin.wanted and pin.status is PinStatus.UNSET and due and retry):
+        if not (pin.status is PinStatus.UNSET and retry and terms.belongs(pin, now, lead)):
             continue
         free = next((s for s in range(1, slots + 1) if s not in used), None)
         if free is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -18,6 +18,7 @@ from sesame.models import (
     KeyStatus,
     PinCode,
     PinStatus,
+    Site,
     SiteSigningKey,
 )
 
@@ -53,6 +54,10 @@ class KeyRepository(CrudRepository[Key]):
         """``lock``: hold the key's row until the transaction ends, so that a decision
         taken on it (share, issue) cannot interleave with its revocation."""
         return await self.session.get(Key, key_id, with_for_update=lock or None)
+
+    async def by_ids(self, key_ids: Iterable[UUID]) -> dict[UUID, Key]:
+        result = await self.session.execute(select(Key).where(Key.id.in_(list(key_ids))))
+        return {key.id: key for key in result.scalars()}
 
     async def of_people(
         self, person_ids: Sequence[UUID], *, site_id: UUID | None = None, lock: bool = False
@@ -277,12 +282,23 @@ class PinCodeRepository(CrudRepository[PinCode]):
         result = await self.session.execute(select(PinCode).where(PinCode.attempt_id == attempt_id))
         return result.scalar_one_or_none()
 
+    async def devices_of_keys(self, key_ids: Sequence[UUID]) -> Sequence[UUID]:
+        """Locks holding, or due to hold, codes tied to these keys."""
+        result = await self.session.execute(
+            select(PinCode.device_id)
+            .where(PinCode.key_id.in_(key_ids), PinCode.status != PinStatus.REMOVED)
+            .distinct()
+        )
+        return result.scalars().all()
+
     async def needing_work(self, now: datetime, lead: datetime, limit: int = 200) -> Sequence[UUID]:
-        """Locks with a code to program (due within the lead) or to take off."""
+        """Locks with a code not tied to a key to program (due within the lead) or to
+        take off (codes tied to keys: ``tied_to_keys``)."""
         result = await self.session.execute(
             select(PinCode.device_id)
             .where(
                 PinCode.attempt_id.is_(None),
+                PinCode.key_id.is_(None),
                 or_(
                     PinCode.wanted.is_(True)
                     & PinCode.status.in_((PinStatus.UNSET, PinStatus.UNKNOWN))
@@ -297,3 +313,20 @@ class PinCodeRepository(CrudRepository[PinCode]):
             .limit(limit)
         )
         return result.scalars().all()
+
+    async def tied_to_keys(self, limit: int = 5000) -> Sequence[tuple[PinCode, Key, str]]:
+        """Codes tied to keys that may need work, with their key and site's time zone,
+        for the caller to judge (a key's schedule is not SQL)."""
+        result = await self.session.execute(
+            select(PinCode, Key, Site.time_zone)
+            .join(Key, Key.id == PinCode.key_id)
+            .join(Site, Site.id == PinCode.site_id)
+            .where(
+                PinCode.attempt_id.is_(None),
+                PinCode.status.in_(
+                    (PinStatus.UNSET, PinStatus.UNKNOWN, PinStatus.SET, PinStatus.REMOVING)
+                ),
+            )
+            .limit(limit)
+        )
+        return [(pin, key, zone) for pin, key, zone in result.all()]

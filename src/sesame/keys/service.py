@@ -82,6 +82,7 @@ async def revoke(session: AsyncSession, runtime: Runtime, key: Key, reason: str)
         pending += list(await KeyRepository(session).children(current.id))
     await session.flush()
     await outbox.append(session, [key_message("key.revoked", k, reason=reason) for k in revoked])
+    await schedule.follow(session, runtime, revoked)  # no more timing; its PIN codes go
     announce(session, runtime, {k.site_id for k in revoked})
     return revoked
 

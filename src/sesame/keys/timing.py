@@ -7,8 +7,10 @@
   the service was down, it runs at start-up: a key that expired meanwhile is expired at
   once.
 - ``pins.lock`` — one job per PIN lock with codes to come or to go: due when a code
-  enters its lead time (``SESAME_PIN_LEAD_MINUTES`` before it starts) or ends; it runs
-  the lock's reconciler and comes back for the next such moment.
+  enters its lead time (``SESAME_PIN_LEAD_MINUTES`` before it starts), when a window of
+  its key's recurring schedule opens or closes, or when it ends; it runs the lock's
+  reconciler and comes back for the next such moment. A change to a key (revoked,
+  suspended, a new schedule) has its codes' locks looked at again at once.
 - ``keys.sweep`` and ``pins.sweep`` — recurring, every minute: the safety net for keys
   and codes whose own job is missing (written before jobs existed) and the retry of
   codes whose lock was offline.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,9 +29,16 @@ from sesame.jobs.repository import JobRepository
 from sesame.keys import lifecycle, pins, trust
 from sesame.keys.access import effective_status
 from sesame.keys.repository import KeyRepository, PinCodeRepository
-from sesame.keys.schedule import KEY_TIMING, PIN_LOCK, lock_boundary, next_boundary
+from sesame.keys.schedule import (
+    KEY_TIMING,
+    PIN_LOCK,
+    LockTerms,
+    lock_boundary,
+    next_boundary,
+    terms_for,
+)
 from sesame.keys.service import key_message
-from sesame.models import KeyStatus
+from sesame.models import KeyStatus, PinStatus
 from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime
 
@@ -75,7 +85,8 @@ async def pin_lock(run: jobs.JobRun) -> None:
     lead = timedelta(minutes=run.runtime.settings.pin_lead_minutes)
     async with run.runtime.read_session_factory() as session:
         codes = await PinCodeRepository(session).on_device(device_id)
-    run.again_at = lock_boundary(codes, now, lead)
+        terms = await terms_for(session, codes)
+    run.again_at = lock_boundary(codes, terms, now, lead)
 
 
 @jobs.handler("keys.sweep", own_transactions=True)
@@ -89,11 +100,19 @@ async def pins_sweep(run: jobs.JobRun) -> None:
     if runtime.gateway is None or not runtime.gateway.connected:
         return
     now = runtime.clock.now()
-    lead = now + timedelta(minutes=runtime.settings.pin_lead_minutes)
+    lead = timedelta(minutes=runtime.settings.pin_lead_minutes)
     # A read session: the job's own would take SQLite's write lock, which the
     # reconciler's transactions then wait for.
     async with runtime.read_session_factory() as session:
-        devices = await PinCodeRepository(session).needing_work(now, lead)
+        repository = PinCodeRepository(session)
+        devices = set(await repository.needing_work(now, now + lead))
+        for pin, key, zone in await repository.tied_to_keys():
+            belongs = LockTerms({key.id: key}, ZoneInfo(zone)).belongs(pin, now, lead)
+            retry = pin.error is None or pin.error.get("code") == "device_offline"
+            if (pin.status is PinStatus.UNSET and belongs and retry) or (
+                pin.status in (PinStatus.SET, PinStatus.REMOVING) and not belongs
+            ):
+                devices.add(pin.device_id)
     for device_id in devices:
         await pins.reconcile(runtime, device_id)
 

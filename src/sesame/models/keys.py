@@ -124,6 +124,7 @@ class PinCode(IdMixin, TimestampMixin, Base):
         Index(None, "device_id", "status"),
         Index(None, "device_id", "code_digest"),
         Index(None, "partner_id"),
+        Index(None, "key_id"),
     )
 
     partner_id: Mapped[UUID] = mapped_column(ForeignKey("partners.id", ondelete="RESTRICT"))
