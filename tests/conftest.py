@@ -78,6 +78,16 @@ async def drop_postgres_database(url: str) -> None:
         await connection.close()
 
 
+@pytest.fixture
+async def postgres_database() -> AsyncIterator[str]:
+    """A PostgreSQL database of its own at the latest schema, for tests that run other
+    processes against it; dropped afterwards."""
+    url = await create_postgres_database()
+    await asyncio.to_thread(upgrade, url)
+    yield url
+    await drop_postgres_database(url)
+
+
 async def fresh_database(backend: str, directory: Path) -> str:
     if backend == "sqlite":
         return f"sqlite+aiosqlite:///{directory / f'sesame-{uuid.uuid4().hex[:8]}.db'}"
@@ -105,6 +115,8 @@ def test_settings(database_url: str, **overrides: object) -> Settings:
         "database_pool_size": 5,
         "gateway_enabled": False,
         "ledger_checkpoint_interval_seconds": 0.2,  # receipts sooner in tests
+        # One router and sender at a time: notification tests start their own.
+        "notify_enabled": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

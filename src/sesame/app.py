@@ -27,6 +27,9 @@ from sesame.kit.logging import configure_logging, get_logger
 from sesame.kit.middleware import ObservabilityMiddleware
 from sesame.ledger.endpoints import routers as ledger_routers
 from sesame.ledger.install import start_ledger, stop_ledger
+from sesame.notifications.endpoints import routers as notifications_routers
+from sesame.notifications.install import install_jobs as install_notification_jobs
+from sesame.notifications.install import start_notifications, stop_notifications
 from sesame.partners.endpoints import router as partners_router
 from sesame.people.endpoints import routers as people_routers
 from sesame.runtime import Runtime, build_runtime
@@ -64,6 +67,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     *keys_routers,
     *ledger_routers,
     jobs_router,
+    *notifications_routers,
 )
 
 
@@ -107,6 +111,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         await start_devices(runtime)
         ledger_work = await start_ledger(runtime)
         await install_jobs(runtime)
+        await install_notification_jobs(runtime)
+        notifier = await start_notifications(runtime)
         workers = start_workers(runtime) if runtime.settings.worker_enabled else None
         log.info(
             "started",
@@ -118,6 +124,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             yield
         finally:
             await stop_workers(workers)
+            await stop_notifications(notifier, runtime)
             await stop_ledger(ledger_work, runtime)
             maintenance.cancel()
             with suppress(asyncio.CancelledError):

@@ -128,9 +128,10 @@ def serve(
 def worker(
     count: Annotated[int, typer.Option(help="Workers in this process.")] = 1,
 ) -> None:
-    """Run durable jobs (key activations and expiries, PIN codes, sweeps) without serving
-    HTTP. With an external broker (SESAME_MQTT_URL) it also joins the device gateway, so
-    it can run jobs that command devices; without one it leaves those to `sesame serve`."""
+    """Run durable jobs (key activations and expiries, PIN codes, sweeps) and send
+    notifications without serving HTTP. With an external broker (SESAME_MQTT_URL) it
+    also joins the device gateway, so it can run jobs that command devices; without one
+    it leaves those to `sesame serve`."""
     from sesame.kit.logging import configure_logging
 
     settings = _settings()
@@ -149,6 +150,7 @@ async def _work(settings: Settings, count: int) -> None:
     from sesame.jobs.install import start_workers, stop_workers
     from sesame.keys.install import install as install_keys
     from sesame.keys.install import install_jobs
+    from sesame.notifications.install import start_notifications, stop_notifications
     from sesame.runtime import build_runtime
 
     runtime = build_runtime(settings)
@@ -160,11 +162,13 @@ async def _work(settings: Settings, count: int) -> None:
     if settings.mqtt_url is not None and settings.gateway_enabled:
         await start_devices(runtime)
     await install_jobs(runtime)
+    notifier = await start_notifications(runtime)
     task = start_workers(runtime, count)
     try:
         await stop.wait()
     finally:
         await stop_workers(task)
+        await stop_notifications(notifier, runtime)
         await stop_devices(runtime)
         await runtime.close()
 

@@ -55,6 +55,7 @@ class Runtime:
     broker: Any = None
     simulators: Any = None
     ledger: Any = None  # sesame.ledger.service.Ledger, when the ledger is enabled
+    notifier: Any = None  # sesame.notifications.install.Notifier, when notifications run
 
     async def close(self) -> None:
         closer = getattr(self.sms_sender, "aclose", None)

@@ -124,6 +124,29 @@ class Settings(BaseSettings):
     ledger_witness_quorum: int | None = Field(default=None, ge=0)  # default: a majority
     ledger_witness_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
+    # Notifications (see docs/notifications.md). A channel left unconfigured (no FCM
+    # service account, no SMTP host) writes to the log instead: the console channel.
+    notify_enabled: bool = True
+    notify_fcm_service_account: SecretStr | None = None  # a JSON file's path, or the JSON
+    notify_fcm_endpoint: str = "https://fcm.googleapis.com"
+    notify_fcm_concurrency: int = Field(default=64, ge=1, le=1000)
+    notify_webpush_subject: str = "mailto:operations@sesame.invalid"  # VAPID "sub"
+    notify_smtp_host: str | None = None
+    notify_smtp_port: int = Field(default=587, ge=1, le=65535)
+    notify_smtp_username: str | None = None
+    notify_smtp_password: SecretStr | None = None
+    notify_smtp_from: str = "sesame@sesame.invalid"
+    notify_smtp_starttls: bool | None = None  # None: when the server offers it
+    notify_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    notify_batch_size: int = Field(default=500, ge=1, le=5000)
+    notify_senders: int = Field(default=2, ge=1, le=32)  # sending loops per process
+    notify_lease_seconds: float = Field(default=60.0, gt=0, le=3600)
+    notify_max_attempts: int = Field(default=6, ge=1, le=100)  # push and e-mail; webhooks: 7
+    # Operational alerts to platform administrators.
+    alert_relay_lag_seconds: float = Field(default=120.0, gt=0)
+    alert_failure_ratio: float = Field(default=0.25, gt=0, le=1)
+    alert_min_samples: int = Field(default=20, ge=1)
+
     @field_validator("default_time_zone")
     @classmethod
     def _known_time_zone(cls, value: str) -> str:

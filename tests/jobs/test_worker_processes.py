@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
@@ -22,21 +21,12 @@ from sesame.auth.sms import MemorySmsSender
 from sesame.keys import schedule
 from sesame.kit.db import write_intent
 from sesame.kit.ids import new_id
-from sesame.migrations import upgrade
 from sesame.models import Job, JobStatus, Key, OutboxMessage
 from sesame.runtime import Runtime, build_runtime
-from tests.conftest import create_postgres_database, drop_postgres_database, test_settings
+from tests.conftest import test_settings
 from tests.support import Api, make_world, platform_admin_token
 
 KEYS = 200
-
-
-@pytest.fixture
-async def database() -> AsyncIterator[str]:
-    url = await create_postgres_database()
-    await asyncio.to_thread(upgrade, url)
-    yield url
-    await drop_postgres_database(url)
 
 
 async def keys_ending_soon(runtime: Runtime, seconds: float) -> list[UUID]:
@@ -85,10 +75,12 @@ def start_worker(env: dict[str, str], directory: Path) -> subprocess.Popen[bytes
 
 
 @pytest.mark.timeout(240)  # two processes starting on a loaded machine
-async def test_two_worker_processes_never_run_a_job_twice(database: str, tmp_path: Path) -> None:
+async def test_two_worker_processes_never_run_a_job_twice(
+    postgres_database: str, tmp_path: Path
+) -> None:
     # No worker and no ledger here: the two processes below do the work.
     runtime = build_runtime(
-        test_settings(database, worker_enabled=False, ledger_enabled=False),
+        test_settings(postgres_database, worker_enabled=False, ledger_enabled=False),
         sms_sender=MemorySmsSender(),
     )
     try:
@@ -97,7 +89,7 @@ async def test_two_worker_processes_never_run_a_job_twice(database: str, tmp_pat
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("SESAME_")},
             "SESAME_ENV": "development",
-            "SESAME_DATABASE_URL": database,
+            "SESAME_DATABASE_URL": postgres_database,
             "SESAME_GATEWAY_ENABLED": "false",
             "SESAME_LOG_LEVEL": "warning",
             "SESAME_JOB_CONCURRENCY": "2",  # small claims (64), so that both take part

@@ -52,6 +52,7 @@ class Group(enum.StrEnum):
     API_KEYS = "api_keys"
     DEVICES = "devices"  # devices, their commands and events
     KEYS = "keys"  # keys, PIN codes, credentials, the access log
+    NOTIFICATIONS = "notifications"  # campaigns, webhook endpoints, deliveries
 
 
 READ_WRITE = frozenset({Action.READ, Action.WRITE})
@@ -67,6 +68,7 @@ ROLE_GRANTS: dict[StaffRole, dict[Group, frozenset[Action]]] = {
         Group.API_KEYS: READ_WRITE,
         Group.DEVICES: READ_WRITE,
         Group.KEYS: READ_WRITE,
+        Group.NOTIFICATIONS: READ_WRITE,
     },
     StaffRole.SITE_MANAGER: {
         Group.PARTNERS: READ_ONLY,
@@ -74,6 +76,7 @@ ROLE_GRANTS: dict[StaffRole, dict[Group, frozenset[Action]]] = {
         Group.PEOPLE: READ_WRITE,
         Group.DEVICES: READ_WRITE,
         Group.KEYS: READ_WRITE,
+        Group.NOTIFICATIONS: READ_WRITE,
     },
     StaffRole.INSTALLER: {
         Group.PARTNERS: READ_ONLY,
@@ -83,7 +86,14 @@ ROLE_GRANTS: dict[StaffRole, dict[Group, frozenset[Action]]] = {
 }
 
 # Scopes a partner API key may hold; ``<group>:write`` implies ``<group>:read``.
-API_KEY_GROUPS = (Group.PARTNERS, Group.SITES, Group.PEOPLE, Group.DEVICES, Group.KEYS)
+API_KEY_GROUPS = (
+    Group.PARTNERS,
+    Group.SITES,
+    Group.PEOPLE,
+    Group.DEVICES,
+    Group.KEYS,
+    Group.NOTIFICATIONS,
+)
 API_KEY_SCOPES = tuple(f"{g.value}:{a.value}" for g in API_KEY_GROUPS for a in Action)
 
 PrincipalKind = Literal["staff", "api_key", "resident"]

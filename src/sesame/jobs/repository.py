@@ -167,6 +167,18 @@ class JobRepository:
     async def get(self, job_id: UUID) -> Job | None:
         return await self.session.get(Job, job_id)
 
+    async def finished_since(self, since: datetime) -> tuple[int, int]:
+        """(jobs that died, jobs that ran) since then: for the failure-rate alert."""
+        ran = await self.session.execute(
+            select(func.count()).select_from(Job).where(Job.last_run_at >= since)
+        )
+        died = await self.session.execute(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.status == JobStatus.DEAD, Job.updated_at >= since)
+        )
+        return int(died.scalar() or 0), int(ran.scalar() or 0)
+
     async def purge_finished(self, before: datetime) -> int:
         result = await self.session.execute(
             delete(Job).where(Job.status == JobStatus.SUCCEEDED, Job.finished_at < before)

@@ -171,6 +171,16 @@ async def ping(engine: AsyncEngine) -> None:
         await connection.execute(text("SELECT 1"))
 
 
+async def try_advisory_xact_lock(session: AsyncSession, key: int) -> bool:
+    """A transaction-scoped advisory lock on PostgreSQL, for work one process at a time
+    does; SQLite's writers already take turns (``BEGIN IMMEDIATE``), so there it is
+    always granted."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    result = await session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": key})
+    return bool(result.scalar())
+
+
 def dialect_insert(dialect: Dialect) -> Any:
     """``insert`` with ``on_conflict_do_*`` for the session's dialect."""
     return postgresql.insert if dialect.name == "postgresql" else sqlite.insert

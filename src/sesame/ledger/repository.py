@@ -6,10 +6,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import Table, func, insert, select, text, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sesame.kit.db import dialect_insert
+from sesame.kit.db import dialect_insert, try_advisory_xact_lock
 from sesame.ledger.merkle import HASH_SIZE
 from sesame.models import (
     LedgerCheckpoint,
@@ -35,14 +35,7 @@ class LedgerRepository:
         return self.session.get_bind().dialect.name == "postgresql"
 
     async def try_lock(self, key: int) -> bool:
-        """A transaction-scoped advisory lock on PostgreSQL; SQLite's writers already take
-        turns (``BEGIN IMMEDIATE``)."""
-        if not self.is_postgres:
-            return True
-        result = await self.session.execute(
-            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": key}
-        )
-        return bool(result.scalar())
+        return await try_advisory_xact_lock(self.session, key)
 
     # -- sequencer state ---------------------------------------------------------------------
 

@@ -32,6 +32,18 @@ from sesame.models.ledger import (
     LedgerState,
     LedgerWitnessState,
 )
+from sesame.models.notifications import (
+    Alert,
+    Campaign,
+    CampaignStatus,
+    Delivery,
+    DeliveryStatus,
+    Destination,
+    DestinationKind,
+    NotificationState,
+    Preference,
+    WebhookEndpoint,
+)
 from sesame.models.outbox import OutboxMessage
 from sesame.models.people import Household, HouseholdRole, Person, PersonKind
 from sesame.models.platform import IdempotencyRecord, RateLimitCounter
@@ -44,12 +56,19 @@ __all__ = [
     "AccessMethod",
     "AccessResult",
     "ActionAttempt",
+    "Alert",
     "ApiKey",
     "AttemptPhase",
     "AttemptStatus",
     "AuthSession",
     "Base",
     "Building",
+    "Campaign",
+    "CampaignStatus",
+    "Delivery",
+    "DeliveryStatus",
+    "Destination",
+    "DestinationKind",
     "Device",
     "DeviceEventRecord",
     "DeviceKind",
@@ -70,6 +89,7 @@ __all__ = [
     "LedgerNode",
     "LedgerState",
     "LedgerWitnessState",
+    "NotificationState",
     "OtpChallenge",
     "OutboxMessage",
     "Partner",
@@ -78,6 +98,7 @@ __all__ = [
     "PersonKind",
     "PinCode",
     "PinStatus",
+    "Preference",
     "RateLimitCounter",
     "RefreshToken",
     "Site",
@@ -89,4 +110,5 @@ __all__ = [
     "SubjectKind",
     "TargetKind",
     "Unit",
+    "WebhookEndpoint",
 ]

@@ -1,0 +1,41 @@
+"""A background loop that must never die: it works while there is work, then waits to be
+woken (or polls), and backs off with jitter while its work keeps failing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from sesame.kit.logging import get_logger
+from sesame.kit.retry import backoff_delay
+
+log = get_logger("sesame.loop")
+
+
+async def keep_running(
+    drain: Callable[[], Awaitable[None]],
+    wake: asyncio.Event,
+    *,
+    name: str,
+    poll_seconds: float = 1.0,
+) -> None:
+    """Call ``drain`` (which does all there is to do), then wait for ``wake`` or
+    ``poll_seconds``; after failures, wait 0.1 s plus a jittered backoff instead."""
+    failures = 0
+    while True:
+        try:
+            await drain()
+            failures = 0
+        except Exception as exc:
+            failures += 1
+            log.warning(
+                "background_step_failed",
+                loop=name,
+                error_type=type(exc).__name__,
+                error=str(exc)[:300],
+            )
+        delay = 0.1 + backoff_delay(failures, base=0.5, cap=30.0) if failures else poll_seconds
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=delay)
+        wake.clear()

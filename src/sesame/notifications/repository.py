@@ -1,0 +1,553 @@
+"""SQL for notifications: audiences, destinations, preferences, deliveries, campaigns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, cast
+from uuid import UUID
+
+from sqlalchemy import Table, and_, bindparam, func, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sesame.kit.db import dialect_insert, try_advisory_xact_lock
+from sesame.kit.repository import CrudRepository
+from sesame.ledger.entries import TOPICS as LEDGER_TOPICS
+from sesame.models import (
+    Alert,
+    Campaign,
+    Delivery,
+    DeliveryStatus,
+    Destination,
+    Device,
+    Entrance,
+    Household,
+    Key,
+    LedgerState,
+    NotificationState,
+    OutboxMessage,
+    Person,
+    Preference,
+    Site,
+    StaffAccount,
+    StaffRole,
+    StaffSiteScope,
+    Unit,
+    WebhookEndpoint,
+)
+from sesame.people.repository import active_on
+
+STATE_ROW = 1
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A person or a staff member to notify."""
+
+    kind: str  # "person" | "staff"
+    id: UUID
+    locale: str
+    partner_id: UUID | None
+    email: str | None = None  # staff: the account's address, used when they gave no other
+
+
+class NotificationRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.session.get_bind().dialect.name == "postgresql"
+
+    async def try_lock(self, key: int) -> bool:
+        return await try_advisory_xact_lock(self.session, key)
+
+    async def state(self) -> NotificationState:
+        state = await self.session.get(NotificationState, STATE_ROW, with_for_update=True)
+        if state is None:
+            state = NotificationState(id=STATE_ROW, outbox_cursor=0)
+            self.session.add(state)
+            await self.session.flush()
+        return state
+
+    # -- audiences -------------------------------------------------------------------------
+
+    async def people(self, person_ids: Iterable[UUID]) -> list[Recipient]:
+        ids = list(dict.fromkeys(person_ids))
+        if not ids:
+            return []
+        result = await self.session.execute(
+            select(Person.id, Person.locale, Person.partner_id).where(Person.id.in_(ids))
+        )
+        return [Recipient("person", pid, locale, partner) for pid, locale, partner in result]
+
+    async def household_of_unit(self, unit_id: UUID, today: date) -> list[Recipient]:
+        result = await self.session.execute(
+            select(Household.person_id).where(Household.unit_id == unit_id, active_on(today))
+        )
+        return await self.people(result.scalars())
+
+    async def site_managers(self, partner_id: UUID, site_id: UUID) -> list[Recipient]:
+        """The site's managers; its partner's administrators when it has none."""
+        managers = await self.session.execute(
+            select(StaffAccount.id, StaffAccount.email)
+            .join(StaffSiteScope, StaffSiteScope.staff_id == StaffAccount.id)
+            .where(
+                StaffSiteScope.site_id == site_id,
+                StaffAccount.role == StaffRole.SITE_MANAGER,
+                StaffAccount.is_active.is_(True),
+            )
+        )
+        rows = managers.all()
+        if not rows:
+            admins = await self.session.execute(
+                select(StaffAccount.id, StaffAccount.email).where(
+                    StaffAccount.partner_id == partner_id,
+                    StaffAccount.role == StaffRole.PARTNER_ADMIN,
+                    StaffAccount.is_active.is_(True),
+                )
+            )
+            rows = admins.all()
+        return [Recipient("staff", sid, "", partner_id, email) for sid, email in rows]
+
+    async def platform_admins(self) -> list[Recipient]:
+        result = await self.session.execute(
+            select(StaffAccount.id, StaffAccount.email).where(
+                StaffAccount.role == StaffRole.PLATFORM_ADMIN, StaffAccount.is_active.is_(True)
+            )
+        )
+        return [Recipient("staff", sid, "", None, email) for sid, email in result]
+
+    async def place(self, device_id: UUID) -> dict[str, Any] | None:
+        """A device's name, its site's name and zone, and the unit its door belongs to."""
+        result = await self.session.execute(
+            select(
+                Device.name,
+                Device.unit_id,
+                Entrance.unit_id,
+                Entrance.name,
+                Site.name,
+                Site.time_zone,
+                Unit.name,
+            )
+            .join(Site, Site.id == Device.site_id)
+            .outerjoin(Entrance, Entrance.id == Device.entrance_id)
+            .outerjoin(Unit, Unit.id == func.coalesce(Device.unit_id, Entrance.unit_id))
+            .where(Device.id == device_id)
+        )
+        row = result.first()
+        if row is None:
+            return None
+        device, device_unit, entrance_unit, entrance, site, zone, unit = row
+        return {
+            "device": device,
+            "unit_id": device_unit or entrance_unit,
+            "place": unit or entrance or device,
+            "site": site,
+            "time_zone": zone,
+        }
+
+    async def key(self, key_id: UUID) -> Key | None:
+        return await self.session.get(Key, key_id)
+
+    async def site_name(self, site_id: UUID) -> str:
+        return str(
+            (await self.session.execute(select(Site.name).where(Site.id == site_id))).scalar() or ""
+        )
+
+    # -- destinations and preferences ------------------------------------------------------
+
+    async def destinations_of(self, recipients: Sequence[Recipient]) -> dict[UUID, list[Any]]:
+        people = [r.id for r in recipients if r.kind == "person"]
+        staff = [r.id for r in recipients if r.kind == "staff"]
+        if not people and not staff:
+            return {}
+        result = await self.session.execute(
+            select(Destination.id, Destination.kind, Destination.person_id, Destination.staff_id)
+            .where(
+                Destination.active.is_(True),
+                or_(Destination.person_id.in_(people), Destination.staff_id.in_(staff)),
+            )
+            .order_by(Destination.created_at)
+        )
+        found: dict[UUID, list[Any]] = {}
+        for row in result:
+            found.setdefault(row.person_id or row.staff_id, []).append(row)
+        return found
+
+    async def preferences_of(
+        self, recipients: Sequence[Recipient], category: str
+    ) -> dict[UUID, Preference]:
+        people = [r.id for r in recipients if r.kind == "person"]
+        staff = [r.id for r in recipients if r.kind == "staff"]
+        if not people and not staff:
+            return {}
+        result = await self.session.execute(
+            select(Preference).where(
+                Preference.category == category,
+                or_(Preference.person_id.in_(people), Preference.staff_id.in_(staff)),
+            )
+        )
+        return {p.person_id or p.staff_id: p for p in result.scalars()}  # type: ignore[misc]
+
+    async def webhook_endpoints(self, partner_id: UUID | None) -> Sequence[WebhookEndpoint]:
+        owner = (
+            WebhookEndpoint.partner_id.is_(None)
+            if partner_id is None
+            else WebhookEndpoint.partner_id == partner_id
+        )
+        result = await self.session.execute(
+            select(WebhookEndpoint).where(owner, WebhookEndpoint.active.is_(True))
+        )
+        return result.scalars().all()
+
+    async def destination(self, kind: str, digest: str) -> Destination | None:
+        result = await self.session.execute(
+            select(Destination).where(
+                Destination.kind == kind, Destination.address_digest == digest
+            )
+        )
+        return result.scalar_one_or_none()
+
+    async def destinations_with(self, kind: Any, digest: str) -> Sequence[Destination]:
+        result = await self.session.execute(
+            select(Destination).where(
+                Destination.kind == kind, Destination.address_digest == digest
+            )
+        )
+        return result.scalars().all()
+
+    async def owned_destination(
+        self, owner: dict[str, Any], kind: Any, digest: str
+    ) -> Destination | None:
+        result = await self.session.execute(
+            select(Destination).where(
+                Destination.kind == kind,
+                Destination.address_digest == digest,
+                *(getattr(Destination, name) == value for name, value in owner.items() if value),
+            )
+        )
+        return result.scalars().first()
+
+    async def owned(self, owners: list[dict[str, Any]]) -> Sequence[Destination]:
+        people = [o["person_id"] for o in owners if o["person_id"]]
+        staff = [o["staff_id"] for o in owners if o["staff_id"]]
+        result = await self.session.execute(
+            select(Destination)
+            .where(or_(Destination.person_id.in_(people), Destination.staff_id.in_(staff)))
+            .order_by(Destination.created_at, Destination.id)
+        )
+        return result.scalars().all()
+
+    async def preferences(self, owners: list[dict[str, Any]]) -> Sequence[Preference]:
+        people = [o["person_id"] for o in owners if o["person_id"]]
+        staff = [o["staff_id"] for o in owners if o["staff_id"]]
+        result = await self.session.execute(
+            select(Preference).where(
+                or_(Preference.person_id.in_(people), Preference.staff_id.in_(staff))
+            )
+        )
+        return result.scalars().all()
+
+    async def partner_of_person(self, person_id: UUID) -> UUID | None:
+        result = await self.session.execute(select(Person.partner_id).where(Person.id == person_id))
+        return result.scalar()
+
+    async def install_destination(self, person_id: UUID, install_id: str) -> Destination | None:
+        result = await self.session.execute(
+            select(Destination).where(
+                Destination.person_id == person_id, Destination.install_id == install_id
+            )
+        )
+        return result.scalars().first()
+
+    # -- deliveries ------------------------------------------------------------------------
+
+    async def add_deliveries(self, rows: list[dict[str, Any]]) -> int:
+        """Insert deliveries; those already there (same transaction id) are left alone."""
+        if not rows:
+            return 0
+        insert = dialect_insert(self.session.get_bind().dialect)
+        table = cast(Table, Delivery.__table__)  # Core: no ORM bookkeeping per row
+        statement = insert(table).on_conflict_do_nothing(index_elements=["transaction_id"])
+        await self.session.execute(statement, rows)
+        return len(rows)
+
+    async def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[Any]:
+        """Due deliveries, leased to the caller: ``next_attempt_at`` moves to the lease's
+        end, so a sender that dies leaves them due again then, and nobody else takes them
+        meanwhile. With what sending needs: the address, keys, secrets. On PostgreSQL one
+        statement (``FOR UPDATE SKIP LOCKED`` in a CTE); on SQLite, whose writers take
+        turns, three."""
+        deliveries = cast(Table, Delivery.__table__)
+        d = deliveries.c
+        due = (
+            select(d.id)
+            .where(d.status == DeliveryStatus.QUEUED.value, d.next_attempt_at <= now)
+            .order_by(d.next_attempt_at)
+            .limit(limit)
+        )
+        lease = update(deliveries).values(
+            next_attempt_at=lease_until, leased_until=lease_until, attempts=d.attempts + 1
+        )
+        if self.is_postgres:
+            picked = due.with_for_update(skip_locked=True).cte("due")
+            claimed = (
+                lease.where(d.id == picked.c.id)
+                .returning(*(d[name] for name in CLAIMED))
+                .cte("claimed")
+            )
+            result = await self.session.execute(_with_destinations(claimed, claimed.c))
+            return list(result.all())
+        ids = list((await self.session.execute(due)).scalars())
+        if not ids:
+            return []
+        await self.session.execute(lease.where(d.id.in_(ids)))
+        result = await self.session.execute(_with_destinations(deliveries, d).where(d.id.in_(ids)))
+        return list(result.all())
+
+    async def record(self, outcomes: list[dict[str, Any]]) -> None:
+        """Write each delivery's outcome, if the caller still holds its lease: on
+        PostgreSQL one statement over arrays of outcomes, elsewhere one per row."""
+        if not outcomes:
+            return
+        if self.is_postgres:
+            columns = {name: [o[name] for o in outcomes] for name in OUTCOME_COLUMNS}
+            await self.session.execute(
+                RECORD_FROM_ARRAYS,
+                {
+                    **columns,
+                    "lease": outcomes[0]["b_lease"],
+                    "updated_at": outcomes[0]["updated_at"],
+                },
+            )
+            return
+        deliveries = cast(Table, Delivery.__table__)
+        table = deliveries.c
+        statement = (
+            update(deliveries)
+            .where(and_(table.id == _param("b_id"), table.leased_until == _param("b_lease")))
+            .values(
+                status=_param("status"),
+                next_attempt_at=_param("next_attempt_at"),
+                leased_until=None,
+                error_code=_param("error_code"),
+                error=_param("error"),
+                provider_id=_param("provider_id"),
+                sent_at=_param("sent_at"),
+                finished_at=_param("finished_at"),
+                updated_at=_param("updated_at"),
+            )
+        )
+        await self.session.execute(statement, outcomes)
+
+    async def deactivate(self, destination_ids: Sequence[UUID], reason: str, now: datetime) -> None:
+        if destination_ids:
+            await self.session.execute(
+                update(Destination)
+                .where(Destination.id.in_(destination_ids), Destination.active.is_(True))
+                .values(active=False, deactivated_at=now, deactivated_reason=reason)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def next_due(self) -> datetime | None:
+        result = await self.session.execute(
+            select(func.min(Delivery.next_attempt_at)).where(
+                Delivery.status == DeliveryStatus.QUEUED
+            )
+        )
+        return result.scalar()
+
+    async def counts_by_status(self, **equals: Any) -> dict[str, int]:
+        statement = select(Delivery.status, func.count()).group_by(Delivery.status)
+        for name, value in equals.items():
+            statement = statement.where(getattr(Delivery, name) == value)
+        result = await self.session.execute(statement)
+        return {str(status): int(count) for status, count in result.all()}
+
+    # -- campaigns -------------------------------------------------------------------------
+
+    async def residents_page(
+        self, campaign: Campaign, today: date, after: UUID | None, limit: int
+    ) -> list[Any]:
+        """Residents of the campaign's site or building (a person once, however many
+        units), with their active destinations, by person id after ``after``."""
+        people = (
+            select(Household.person_id)
+            .join(Unit, Unit.id == Household.unit_id)
+            .where(Household.site_id == campaign.site_id, active_on(today))
+        )
+        if campaign.building_id is not None:
+            people = people.where(Unit.building_id == campaign.building_id)
+        if after is not None:
+            people = people.where(Household.person_id > after)
+        page = people.distinct().order_by(Household.person_id).limit(limit).subquery()
+        result = await self.session.execute(
+            select(Person.id, Person.locale, Destination.id, Destination.kind)
+            .join(page, page.c.person_id == Person.id)
+            .outerjoin(
+                Destination,
+                and_(Destination.person_id == Person.id, Destination.active.is_(True)),
+            )
+            .order_by(Person.id)
+        )
+        return list(result.all())
+
+    async def muted(self, person_ids: Sequence[UUID], category: str) -> dict[UUID, Any]:
+        if not person_ids:
+            return {}
+        result = await self.session.execute(
+            select(Preference.person_id, Preference.enabled, Preference.channels).where(
+                Preference.person_id.in_(person_ids), Preference.category == category
+            )
+        )
+        return {row.person_id: row for row in result}
+
+    # -- alerts ----------------------------------------------------------------------------
+
+    async def relay_lag(self, now: datetime) -> float:
+        """Seconds the oldest event not yet taken by the router, or by the ledger, waits."""
+        cursors: list[tuple[int, frozenset[str] | None]] = []
+        state = await self.session.get(NotificationState, STATE_ROW)
+        cursors.append((state.outbox_cursor if state else 0, None))
+        ledger = await self.session.get(LedgerState, STATE_ROW)
+        if ledger is not None:
+            cursors.append((ledger.outbox_cursor, LEDGER_TOPICS))
+        lag = 0.0
+        for cursor, topics in cursors:
+            statement = select(func.min(OutboxMessage.created_at)).where(OutboxMessage.id > cursor)
+            if topics is not None:
+                statement = statement.where(OutboxMessage.topic.in_(sorted(topics)))
+            oldest = (await self.session.execute(statement)).scalar()
+            if oldest is not None:
+                lag = max(lag, (now - oldest).total_seconds())
+        return lag
+
+    async def finished_since(self, since: datetime) -> tuple[int, int]:
+        """(deliveries that failed or died, deliveries finished) since then."""
+        result = await self.session.execute(
+            select(Delivery.status, func.count())
+            .where(Delivery.finished_at >= since)
+            .group_by(Delivery.status)
+        )
+        counts = {str(status): int(n) for status, n in result.all()}
+        failed = counts.get("failed", 0) + counts.get("dead", 0)
+        return failed, sum(counts.values())
+
+    async def firing(self, name: str) -> Alert | None:
+        result = await self.session.execute(select(Alert).where(Alert.firing_key == name))
+        return result.scalar_one_or_none()
+
+
+OUTCOME_COLUMNS = (
+    "b_id",
+    "status",
+    "next_attempt_at",
+    "error_code",
+    "error",
+    "provider_id",
+    "sent_at",
+    "finished_at",
+)
+# Every outcome of a batch in one statement (a batch shares one lease).
+RECORD_FROM_ARRAYS = text(
+    """
+    UPDATE notification_deliveries AS d SET
+        status = v.status, next_attempt_at = v.next_attempt_at, leased_until = NULL,
+        error_code = v.error_code, error = v.error, provider_id = v.provider_id,
+        sent_at = v.sent_at, finished_at = v.finished_at, updated_at = :updated_at
+    FROM unnest(
+        CAST(:b_id AS uuid[]), CAST(:status AS varchar[]),
+        CAST(:next_attempt_at AS timestamptz[]), CAST(:error_code AS varchar[]),
+        CAST(:error AS varchar[]), CAST(:provider_id AS varchar[]),
+        CAST(:sent_at AS timestamptz[]), CAST(:finished_at AS timestamptz[])
+    ) AS v(id, status, next_attempt_at, error_code, error, provider_id, sent_at, finished_at)
+    WHERE d.id = v.id AND d.leased_until = :lease
+    """
+)
+CLAIMED = (
+    "id",
+    "transaction_id",
+    "channel",
+    "event_type",
+    "category",
+    "locale",
+    "title",
+    "body",
+    "data",
+    "attempts",
+    "created_at",
+    "destination_id",
+    "staff_id",
+    "webhook_endpoint_id",
+)
+
+
+def _with_destinations(source: Any, columns: Any) -> Any:
+    """Claimed deliveries with where each goes: a destination's address and keys, a staff
+    member's account address, a webhook endpoint's URL and sealed secrets."""
+    return (
+        select(
+            *(columns[name] for name in CLAIMED),
+            Destination.address,
+            Destination.keys,
+            Destination.active.label("destination_active"),
+            StaffAccount.email.label("staff_email"),
+            WebhookEndpoint.url,
+            WebhookEndpoint.sealed_secret,
+            WebhookEndpoint.sealed_previous_secret,
+            WebhookEndpoint.previous_expires_at,
+            WebhookEndpoint.active.label("endpoint_active"),
+        )
+        .select_from(source)
+        .outerjoin(Destination, Destination.id == columns.destination_id)
+        .outerjoin(StaffAccount, StaffAccount.id == columns.staff_id)
+        .outerjoin(WebhookEndpoint, WebhookEndpoint.id == columns.webhook_endpoint_id)
+    )
+
+
+def _param(name: str) -> Any:
+    return bindparam(name)
+
+
+class DeliveryRepository(CrudRepository[Delivery]):
+    model = Delivery
+
+    def filter_clauses(self, query: Any) -> list[Any]:
+        names = ("status", "channel", "category", "person_id", "campaign_id", "site_id")
+        return [
+            getattr(Delivery, n) == getattr(query, n)
+            for n in names
+            if getattr(query, n, None) is not None
+        ]
+
+    async def of_owner(
+        self, person_ids: Sequence[UUID], staff_id: UUID | None, before: UUID | None, limit: int
+    ) -> Sequence[Delivery]:
+        owner = (
+            Delivery.staff_id == staff_id
+            if staff_id is not None
+            else Delivery.person_id.in_(person_ids)
+        )
+        statement = select(Delivery).where(owner)
+        if before is not None:
+            statement = statement.where(Delivery.id < before)
+        result = await self.session.execute(statement.order_by(Delivery.id.desc()).limit(limit))
+        return result.scalars().all()
+
+
+class CampaignRepository(CrudRepository[Campaign]):
+    model = Campaign
+
+    def filter_clauses(self, query: Any) -> list[Any]:
+        names = ("site_id", "status")
+        return [
+            getattr(Campaign, n) == getattr(query, n)
+            for n in names
+            if getattr(query, n, None) is not None
+        ]
+
+
+class WebhookEndpointRepository(CrudRepository[WebhookEndpoint]):
+    model = WebhookEndpoint

@@ -1,0 +1,85 @@
+"""The router: domain events from the outbox become deliveries.
+
+Any process may run it; one at a time routes (an advisory lock on PostgreSQL, the write
+lock on SQLite). Each step reads the outbox after the stored cursor — in commit order,
+see ``sesame.outbox`` — and in *one* transaction inserts the deliveries and moves the
+cursor: a crash before the commit routes nothing, after it everything, and a delivery's
+transaction id is unique, so routing an event twice adds nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from prometheus_client import Counter, Gauge
+
+from sesame.kit.db import commit, write_intent
+from sesame.kit.loop import keep_running
+from sesame.notifications.repository import NotificationRepository
+from sesame.notifications.triggers import deliveries_for, intents_for, webhook_rows
+from sesame.outbox import repository as outbox
+from sesame.runtime import Runtime
+
+ROUTER_LOCK = 0x5E5A_0707  # pg advisory lock key: "sesame notifications router"
+BATCH = 200
+ROUTED = Counter("sesame_notifications_routed_total", "Outbox events routed to deliveries")
+QUEUED = Counter("sesame_notifications_queued_total", "Deliveries queued", ["channel"])
+LAG = Gauge("sesame_notifications_router_lag_seconds", "Age of the oldest unrouted event")
+
+
+async def route_batch(runtime: Runtime, limit: int = BATCH) -> int:
+    """One step: route what the outbox holds after the cursor, up to ``limit`` events.
+    Returns how many events were read (0: nothing to do, or another process routes)."""
+    with write_intent():
+        async with runtime.session_factory() as session:
+            repository = NotificationRepository(session)
+            if not await repository.try_lock(ROUTER_LOCK):
+                return 0
+            state = await repository.state()
+            rows = await outbox.read_after(session, state.outbox_cursor, limit=limit)
+            if not rows:
+                LAG.set(0)
+                return 0
+            now = runtime.clock.now()
+            today = now.date()
+            deliveries: list[dict[str, Any]] = []
+            endpoints: dict[UUID | None, Any] = {}
+            for row in rows:
+                for intent in await intents_for(repository, row, today):
+                    deliveries += await deliveries_for(
+                        repository,
+                        intent,
+                        source=f"o{row.id}",
+                        event_type=intent.template,
+                        now=now,
+                        outbox_id=row.id,
+                    )
+                owner = row.partner_id if row.topic != "ops.alert" else None
+                if owner not in endpoints:
+                    endpoints[owner] = await repository.webhook_endpoints(owner)
+                deliveries += webhook_rows(endpoints[owner], row, now=now)
+            await repository.add_deliveries(deliveries)
+            state.outbox_cursor = rows[-1].id
+            state.updated_at = now
+            await commit(session)
+    LAG.set(max(0.0, (now - rows[-1].created_at).total_seconds()) if len(rows) == limit else 0)
+    ROUTED.inc(len(rows))
+    for delivery in deliveries:
+        QUEUED.labels(delivery["channel"]).inc()
+    return len(rows)
+
+
+async def run_router(runtime: Runtime, wake: asyncio.Event, on_queued: Callable[[], None]) -> None:
+    """Route for as long as the process lives: at once when this process commits events
+    (``wake``), else every second for other processes' events."""
+
+    async def drain() -> None:
+        while (routed := await route_batch(runtime)) > 0:
+            on_queued()
+            if routed < BATCH:
+                break
+
+    await keep_running(drain, wake, name="notifications.router")

@@ -1,0 +1,323 @@
+"""Where people are reached and what they want; partners' webhook endpoints; campaigns.
+
+- **Destinations.** A resident registers app installs (an FCM token per install: a new
+  token replaces the install's old one), browsers (Web Push subscriptions) and e-mail
+  addresses; staff register the same for themselves and are reached at their account's
+  address otherwise. An address registered by someone else before is taken from them:
+  a phone handed on stops receiving its former owner's notifications.
+- **Preferences** are per category; critical categories ignore them.
+- **Webhook endpoints** belong to a partner (or, for operational alerts, the platform).
+  Their secret is sealed at rest and shown once; a rotation keeps the previous secret
+  valid (both sign) for a day, so receivers can switch without losing a message.
+- **Campaigns** are queued by a job, page by page, at their ``send_at``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sesame.api.crud import CrudService
+from sesame.auth.principal import Action, Group, Principal
+from sesame.jobs import service as jobs
+from sesame.kit.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
+from sesame.kit.ids import new_id
+from sesame.kit.security import seal
+from sesame.models import (
+    Campaign,
+    CampaignStatus,
+    Delivery,
+    Destination,
+    DestinationKind,
+    Preference,
+    WebhookEndpoint,
+)
+from sesame.notifications.catalog import CATEGORIES
+from sesame.notifications.channels.webhook import new_secret
+from sesame.notifications.repository import (
+    CampaignRepository,
+    DeliveryRepository,
+    NotificationRepository,
+    WebhookEndpointRepository,
+)
+from sesame.notifications.sender import webhook_key
+from sesame.runtime import Runtime
+from sesame.sites.repository import BuildingRepository, SiteRepository
+
+CAMPAIGN_JOB = "notifications.campaign"
+ROTATION_OVERLAP = timedelta(hours=24)
+
+
+def digest(address: str) -> str:
+    return hashlib.sha256(address.encode()).hexdigest()
+
+
+def shown(destination: Destination) -> str:
+    if destination.kind is DestinationKind.EMAIL:
+        return destination.address
+    if destination.kind is DestinationKind.WEBPUSH:
+        return urlsplit(destination.address).netloc
+    return f"…{destination.address[-6:]}"
+
+
+class Owner:
+    """Whose destinations and preferences a "me" request reads: a resident's persons (one
+    per partner) or a staff member."""
+
+    def __init__(self, principal: Principal) -> None:
+        if principal.kind == "resident":
+            self.person_ids, self.staff_id = sorted(principal.person_ids), None
+        elif principal.kind == "staff" and principal.staff_id is not None:
+            self.person_ids, self.staff_id = [], principal.staff_id
+        else:
+            raise Forbidden("notification settings belong to residents and staff")
+        self.partner_id = principal.scope.partner_id
+
+    def owns(self, row: Any) -> bool:
+        if self.staff_id is not None:
+            return bool(row.staff_id == self.staff_id)
+        return row.person_id in self.person_ids
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One owner column set per row to write."""
+        if self.staff_id is not None:
+            return [{"staff_id": self.staff_id, "person_id": None}]
+        return [{"person_id": p, "staff_id": None} for p in self.person_ids]
+
+
+async def _partner_of_person(session: AsyncSession, person_id: UUID) -> UUID | None:
+    return await NotificationRepository(session).partner_of_person(person_id)
+
+
+async def register(
+    session: AsyncSession, runtime: Runtime, principal: Principal, data: Any
+) -> Destination:
+    """Add (or refresh) a destination for the caller; returns the first row written."""
+    owner = Owner(principal)
+    kind = DestinationKind(data.kind)
+    address = {"fcm": "token", "webpush": "endpoint", "email": "address"}[data.kind]
+    value = getattr(data, address)
+    keys = data.keys.model_dump() if kind is DestinationKind.WEBPUSH else {}
+    install_id = getattr(data, "install_id", None)
+    key = digest(value)
+    now = runtime.clock.now()
+    repository = NotificationRepository(session)
+    # Someone else's registration of this address ends: it is this caller's now.
+    for other in await repository.destinations_with(kind, key):
+        if not owner.owns(other) and other.active:
+            other.active, other.deactivated_at = False, now
+            other.deactivated_reason = "registered_elsewhere"
+    written: list[Destination] = []
+    for columns in owner.rows():
+        person_id = columns["person_id"]
+        row: Destination | None = None
+        if install_id is not None and person_id is not None:
+            row = await repository.install_destination(person_id, install_id)
+        if row is None:
+            row = await repository.owned_destination(columns, kind, key)
+        if row is None:
+            partner_id = (
+                await _partner_of_person(session, person_id) if person_id else owner.partner_id
+            )
+            row = Destination(id=new_id(), partner_id=partner_id, kind=kind, **columns)
+            session.add(row)
+        row.address, row.address_digest, row.keys = value, key, keys
+        row.install_id, row.label = install_id, data.label
+        row.active, row.deactivated_at, row.deactivated_reason = True, None, None
+        written.append(row)
+    await session.flush()
+    return written[0]
+
+
+async def destinations(session: AsyncSession, principal: Principal) -> list[Destination]:
+    return list(await NotificationRepository(session).owned(Owner(principal).rows()))
+
+
+async def remove(session: AsyncSession, principal: Principal, destination_id: UUID) -> None:
+    owner = Owner(principal)
+    row = await session.get(Destination, destination_id)
+    if row is None or not owner.owns(row):
+        raise NotFound(f"destination {destination_id} not found")
+    # The same address registered for the caller's other persons goes too.
+    for other in await NotificationRepository(session).destinations_with(
+        row.kind, row.address_digest
+    ):
+        if owner.owns(other):
+            await session.delete(other)
+    await session.flush()
+
+
+async def preferences(session: AsyncSession, principal: Principal) -> list[dict[str, Any]]:
+    owner = Owner(principal)
+    stored = {
+        p.category: p for p in await NotificationRepository(session).preferences(owner.rows()[:1])
+    }
+    return [
+        {
+            "category": name,
+            "description": category.description,
+            "critical": category.critical,
+            "enabled": True if category.critical or name not in stored else stored[name].enabled,
+            "channels": None if name not in stored else stored[name].channels,
+        }
+        for name, category in CATEGORIES.items()
+        if name != "webhooks"
+    ]
+
+
+async def set_preferences(session: AsyncSession, principal: Principal, changes: list[Any]) -> None:
+    owner = Owner(principal)
+    repository = NotificationRepository(session)
+    for columns in owner.rows():
+        current = {p.category: p for p in await repository.preferences([columns])}
+        partner_id = (
+            await _partner_of_person(session, columns["person_id"])
+            if columns["person_id"]
+            else owner.partner_id
+        )
+        for change in changes:
+            row = current.get(change.category)
+            if row is None:
+                row = Preference(
+                    id=new_id(), partner_id=partner_id, category=change.category, **columns
+                )
+                session.add(row)
+                current[change.category] = row
+            row.enabled, row.channels = change.enabled, change.channels
+    await session.flush()
+
+
+def internal_host(url: str) -> bool:
+    """A URL naming this host or a private network directly (an IP literal or
+    ``localhost``): a partner may not point Sesame at its own internals. Names that
+    resolve to such addresses are the network's egress policy to stop."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not address.is_global
+
+
+class WebhookEndpointService(CrudService[WebhookEndpoint]):
+    group = Group.NOTIFICATIONS
+    noun = "webhook endpoint"
+    repository_class = WebhookEndpointRepository
+
+    def _check_url(self, url: str) -> None:
+        if self.runtime.settings.env != "development" and internal_host(url):
+            raise ValidationFailed(
+                "webhook URLs must reach a public host",
+                errors=[FieldError(("body", "url"), "an internal address", "internal_address")],
+            )
+
+    async def build(self, data: Any) -> WebhookEndpoint:
+        self.principal.require_partner_level("managing webhook endpoints")
+        self._check_url(data.url)
+        if self.principal.scope.partner_id is None and data.partner_id is None:
+            partner_id = None  # the platform's own: operational alerts
+        else:
+            partner_id = await self.owning_partner(data.partner_id)
+        endpoint_id = new_id()
+        secret = new_secret()
+        endpoint = WebhookEndpoint(
+            id=endpoint_id,
+            partner_id=partner_id,
+            url=data.url,
+            description=data.description,
+            event_types=sorted(set(data.event_types)),
+            sealed_secret=seal(webhook_key(self.runtime), secret.encode(), endpoint_id.bytes),
+            active=True,
+        )
+        endpoint.secret = secret  # type: ignore[attr-defined]  # shown once, never stored plain
+        return endpoint
+
+    async def apply(self, obj: WebhookEndpoint, changes: dict[str, Any]) -> None:
+        if changes.get("url"):
+            self._check_url(changes["url"])
+        if "event_types" in changes and changes["event_types"] is not None:
+            changes["event_types"] = sorted(set(changes["event_types"]))
+        await super().apply(obj, changes)
+
+    async def rotate(self, endpoint_id: UUID) -> WebhookEndpoint:
+        """A new secret, shown once; the old one still signs for a day."""
+        self.principal.require(self.group, Action.WRITE)
+        endpoint: WebhookEndpoint = await self.visible(self.repository, endpoint_id, self.noun)
+        secret = new_secret()
+        endpoint.sealed_previous_secret = endpoint.sealed_secret
+        endpoint.previous_expires_at = self.runtime.clock.now() + ROTATION_OVERLAP
+        endpoint.sealed_secret = seal(webhook_key(self.runtime), secret.encode(), endpoint.id.bytes)
+        await self.session.flush()
+        endpoint.secret = secret  # type: ignore[attr-defined]
+        return endpoint
+
+
+class DeliveryService(CrudService[Delivery]):
+    group = Group.NOTIFICATIONS
+    noun = "delivery"
+    repository_class = DeliveryRepository
+
+
+class CampaignService(CrudService[Campaign]):
+    group = Group.NOTIFICATIONS
+    noun = "campaign"
+    repository_class = CampaignRepository
+
+    async def build(self, data: Any) -> Campaign:
+        site = await self.visible(SiteRepository(self.session), data.site_id, "site")
+        if data.building_id is not None:
+            building = await BuildingRepository(self.session).get(
+                self.principal.scope, data.building_id
+            )
+            if building is None or building.site_id != site.id:
+                raise ValidationFailed(
+                    "the building is not at this site",
+                    errors=[FieldError(("body", "building_id"), "not at the site", "wrong_site")],
+                )
+        now = self.runtime.clock.now()
+        send_at = data.send_at or now
+        return Campaign(
+            id=new_id(),
+            partner_id=site.partner_id,
+            site_id=site.id,
+            building_id=data.building_id,
+            content={lang: text.model_dump() for lang, text in data.content.items()},
+            send_at=send_at,
+            status=CampaignStatus.SCHEDULED,
+            created_by=self.principal.idempotency_scope,
+            recipients=0,
+        )
+
+    async def create(self, data: Any) -> Campaign:
+        campaign = await super().create(data)
+        await jobs.schedule(
+            self.session,
+            self.runtime,
+            CAMPAIGN_JOB,
+            key=f"{CAMPAIGN_JOB}:{campaign.id}",
+            due_at=campaign.send_at,
+            payload={"campaign_id": str(campaign.id)},
+            partner_id=campaign.partner_id,
+        )
+        return campaign
+
+    async def cancel(self, campaign_id: UUID) -> Campaign:
+        self.principal.require(self.group, Action.WRITE)
+        campaign: Campaign = await self.visible(self.repository, campaign_id, self.noun)
+        if campaign.status is not CampaignStatus.SCHEDULED:
+            raise Conflict("only a campaign not yet sending can be cancelled")
+        campaign.status = CampaignStatus.CANCELLED
+        await jobs.cancel(self.session, f"{CAMPAIGN_JOB}:{campaign.id}")
+        await self.session.flush()
+        return campaign
+
+    async def counts(self, campaign: Campaign) -> dict[str, int]:
+        return await NotificationRepository(self.session).counts_by_status(campaign_id=campaign.id)

@@ -1,0 +1,1 @@
+"""Local stand-ins for notification providers, for tests and development."""

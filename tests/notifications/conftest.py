@@ -1,0 +1,106 @@
+"""Stand-ins for every provider, served on localhost for the whole session, and a
+notifier (router and senders) started on a runtime for one test with channels that
+reach them."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from sesame.kit.db import write_intent
+from sesame.notifications.channels.email import EmailChannel
+from sesame.notifications.channels.fcm import FcmChannel
+from sesame.notifications.channels.webhook import WebhookChannel
+from sesame.notifications.channels.webpush import WebPushChannel
+from sesame.notifications.install import Notifier, vapid_key
+from sesame.notifications.repository import NotificationRepository
+from sesame.notifications.testing.fcm import StandinServer
+from sesame.notifications.testing.smtp import SmtpStandin
+from sesame.notifications.testing.webhooks import WebhookReceiver
+from sesame.notifications.testing.webpush import PushServiceStandin
+from sesame.outbox import repository as outbox
+from sesame.runtime import Runtime
+
+
+@dataclass
+class Providers:
+    fcm: StandinServer
+    push: PushServiceStandin
+    smtp: SmtpStandin
+    smtp_port: int
+    hooks: WebhookReceiver
+
+    def channels(self, runtime: Runtime) -> dict[str, Any]:
+        return {
+            "fcm": FcmChannel(service_account=self.fcm.service_account, endpoint=self.fcm.url),
+            "webpush": WebPushChannel(
+                vapid_private_key=vapid_key(runtime), subject="mailto:ops@sesame.test"
+            ),
+            "email": EmailChannel(
+                host="127.0.0.1", port=self.smtp_port, sender="sesame@sesame.test", starttls=False
+            ),
+            "webhook": WebhookChannel(),
+        }
+
+    def reset(self) -> None:
+        self.fcm.standin.reset()
+        self.push.deliveries.clear()  # its subscriptions stay: browsers keep them
+        self.push.rejections.clear()
+        self.smtp.envelopes.clear()
+        self.hooks.reset([])
+
+
+@pytest.fixture(scope="session")
+async def providers() -> AsyncIterator[Providers]:
+    fcm, push, smtp, hooks = (
+        StandinServer(),
+        PushServiceStandin(),
+        SmtpStandin(),
+        WebhookReceiver([]),
+    )
+    await fcm.start()
+    await push.start()
+    port = await smtp.start()
+    await hooks.start()
+    yield Providers(fcm, push, smtp, port, hooks)
+    await hooks.stop()
+    await smtp.stop()
+    await push.stop()
+    await fcm.stop()
+
+
+@asynccontextmanager
+async def notifying(runtime: Runtime, providers: Providers) -> AsyncIterator[Notifier]:
+    """Route and send on ``runtime`` while the block runs, from the outbox's current end:
+    events of earlier tests in the shared database are not this test's."""
+    providers.reset()
+    with write_intent():
+        async with runtime.session_factory() as session:
+            state = await NotificationRepository(session).state()
+            state.outbox_cursor = await outbox.last_id(session)
+            await session.commit()
+    notifier = Notifier(runtime, providers.channels(runtime))
+    runtime.notifier = notifier
+    notifier.start()
+    try:
+        yield notifier
+    finally:
+        await notifier.stop()
+        runtime.notifier = None
+
+
+async def eventually(check: Any, seconds: float = 15) -> Any:
+    for _ in range(int(seconds / 0.1)):
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError("the condition never held")
