@@ -71,12 +71,12 @@ class Owner:
     per partner) or a staff member."""
 
     def __init__(self, principal: Principal) -> None:
-        if principal.kind == "resident":
+        if principal.kind == "resident" and principal.person_ids:
             self.person_ids, self.staff_id = sorted(principal.person_ids), None
         elif principal.kind == "staff" and principal.staff_id is not None:
             self.person_ids, self.staff_id = [], principal.staff_id
         else:
-            raise Forbidden("notification settings belong to residents and staff")
+            raise Forbidden("notification settings belong to residents of a site and to staff")
         self.partner_id = principal.scope.partner_id
 
     def owns(self, row: Any) -> bool:
