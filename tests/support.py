@@ -6,6 +6,8 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -297,3 +299,18 @@ def run_cli(env: dict[str, str], *args: str, stdin: str = "", cwd: str | None = 
     result = sesame_command(env, *args, stdin=stdin, cwd=cwd)
     assert result.returncode == 0, result.stderr + result.stdout
     return result.stdout
+
+
+@asynccontextmanager
+async def served_world(runtime: Runtime, address: str) -> AsyncIterator[tuple[Api, World]]:
+    """An app started on ``runtime`` (its lifespan running), an API client calling from
+    ``address``, and a partner's world made through it — for tests with a runtime of
+    their own (a database of their own, other processes at work)."""
+    from sesame.app import create_app
+
+    app = create_app(runtime=runtime)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=(address, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://sesame.test") as c:
+            api = Api(c)
+            yield api, await make_world(api, await platform_admin_token(app, runtime), runtime)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 from sqlalchemy import select
 
@@ -26,7 +25,7 @@ from sesame.runtime import Runtime, build_runtime
 from tests.conftest import BACKENDS, drop_postgres_database, fresh_database, test_settings
 from tests.device_fixtures import Fleet
 from tests.keys.test_pins import lock
-from tests.support import Api, ShiftableClock, World, make_world, platform_admin_token
+from tests.support import Api, ShiftableClock, World, served_world
 
 
 @pytest.fixture(params=BACKENDS)
@@ -53,24 +52,19 @@ async def test_a_key_that_expired_while_nothing_ran_expires_at_start_up(url: str
     quiet = build_runtime(
         test_settings(url, worker_enabled=False), clock=clock, sms_sender=MemorySmsSender()
     )
-    app = create_app(runtime=quiet)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("10.9.0.1", 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://sesame.test") as c:
-            api = Api(c)
-            world = await make_world(api, await platform_admin_token(app, quiet), quiet)
-            key = await api.create(
-                "/v1/keys",
-                world.tokens["partner_admin"],
-                {
-                    "person_id": world.ids["person"],
-                    "kind": "courier",
-                    "carrier": "CJ Logistics",
-                    "building_id": world.ids["building"],
-                    "ends_at": (clock.now() + timedelta(hours=1)).isoformat(),
-                },
-            )
-            assert key["status"] == "active"
+    async with served_world(quiet, "10.9.0.1") as (api, world):
+        key = await api.create(
+            "/v1/keys",
+            world.tokens["partner_admin"],
+            {
+                "person_id": world.ids["person"],
+                "kind": "courier",
+                "carrier": "CJ Logistics",
+                "building_id": world.ids["building"],
+                "ends_at": (clock.now() + timedelta(hours=1)).isoformat(),
+            },
+        )
+        assert key["status"] == "active"
     await quiet.close()
     clock.advance(timedelta(hours=2))
 

@@ -12,11 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
-import httpx
 import pytest
 from sqlalchemy import select
 
-from sesame.app import create_app
 from sesame.auth.sms import MemorySmsSender
 from sesame.keys import schedule
 from sesame.kit.db import write_intent
@@ -24,29 +22,24 @@ from sesame.kit.ids import new_id
 from sesame.models import Job, JobStatus, Key, OutboxMessage
 from sesame.runtime import Runtime, build_runtime
 from tests.conftest import test_settings
-from tests.support import Api, make_world, platform_admin_token
+from tests.support import served_world
 
 KEYS = 200
 
 
 async def keys_ending_soon(runtime: Runtime, seconds: float) -> list[UUID]:
     """A partner's world, then ``KEYS`` courier keys that end in ``seconds``."""
-    app = create_app(runtime=runtime)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("10.9.1.1", 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://sesame.test") as c:
-            api = Api(c)
-            world = await make_world(api, await platform_admin_token(app, runtime), runtime)
-            first = await api.create(
-                "/v1/keys",
-                world.tokens["partner_admin"],
-                {
-                    "person_id": world.ids["person"],
-                    "kind": "courier",
-                    "carrier": "CJ Logistics",
-                    "building_id": world.ids["building"],
-                },
-            )
+    async with served_world(runtime, "10.9.1.1") as (api, world):
+        first = await api.create(
+            "/v1/keys",
+            world.tokens["partner_admin"],
+            {
+                "person_id": world.ids["person"],
+                "kind": "courier",
+                "carrier": "CJ Logistics",
+                "building_id": world.ids["building"],
+            },
+        )
     ends = runtime.clock.now() + timedelta(seconds=seconds)
     with write_intent():
         async with runtime.session_factory() as session:

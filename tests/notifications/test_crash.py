@@ -11,7 +11,6 @@ from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -28,7 +27,7 @@ from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime, build_runtime
 from tests.conftest import test_settings
 from tests.jobs.test_worker_processes import start_worker
-from tests.support import Api, ShiftableClock, make_world, platform_admin_token
+from tests.support import ShiftableClock, platform_admin_token, served_world
 
 DELIVERIES = 200
 
@@ -49,17 +48,12 @@ async def test_a_worker_killed_mid_send_loses_nothing_and_resends_the_same_ids(
     receiver = WebhookReceiver([], delay_seconds=0.2)  # slow: the kill lands mid-batch
     await receiver.start()
     try:
-        app = create_app(runtime=runtime)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app, client=("10.9.2.1", 40000))
-            async with httpx.AsyncClient(transport=transport, base_url="http://sesame.test") as c:
-                api = Api(c)
-                world = await make_world(api, await platform_admin_token(app, runtime), runtime)
-                endpoint = await api.create(
-                    "/v1/webhook-endpoints",
-                    world.tokens["partner_admin"],
-                    {"url": receiver.url("/crash"), "event_types": ["test.event"]},
-                )
+        async with served_world(runtime, "10.9.2.1") as (api, world):
+            endpoint = await api.create(
+                "/v1/webhook-endpoints",
+                world.tokens["partner_admin"],
+                {"url": receiver.url("/crash"), "event_types": ["test.event"]},
+            )
         receiver.reset([endpoint["secret"]], delay_seconds=0.2)
         now = runtime.clock.now()
         ids = [f"crash-{n:04d}" for n in range(DELIVERIES)]
