@@ -4,8 +4,10 @@ process at a time routes) and the senders (every process sends its share)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from contextlib import suppress
-from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
 from sesame.jobs import service as jobs
 from sesame.jobs.repository import JobRepository
@@ -29,11 +31,14 @@ log = get_logger("sesame.notifications")
 EVERY_MINUTE = "* * * * *"
 
 
-def vapid_key(runtime: Runtime) -> Any:
+def vapid_key(runtime: Runtime) -> EllipticCurvePrivateKey:
     """The server's VAPID key, derived from its secret: stable, and stored nowhere."""
-    return vapid_key_from_secret(
-        derive_key(runtime.settings.secret_key.get_secret_value(), "vapid")
-    )
+    return _vapid_key(runtime.settings.secret_key.get_secret_value())
+
+
+@functools.lru_cache(maxsize=4)
+def _vapid_key(secret: str) -> EllipticCurvePrivateKey:
+    return vapid_key_from_secret(derive_key(secret, "vapid"))
 
 
 def build_channels(runtime: Runtime) -> dict[str, Channel]:

@@ -351,14 +351,6 @@ class NotificationRepository:
                 .execution_options(synchronize_session=False)
             )
 
-    async def next_due(self) -> datetime | None:
-        result = await self.session.execute(
-            select(func.min(Delivery.next_attempt_at)).where(
-                Delivery.status == DeliveryStatus.QUEUED
-            )
-        )
-        return result.scalar()
-
     async def counts_by_status(self, **equals: Any) -> dict[str, int]:
         statement = select(Delivery.status, func.count()).group_by(Delivery.status)
         for name, value in equals.items():

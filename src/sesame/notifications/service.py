@@ -167,7 +167,6 @@ async def preferences(session: AsyncSession, principal: Principal) -> list[dict[
             "channels": None if name not in stored else stored[name].channels,
         }
         for name, category in CATEGORIES.items()
-        if name != "webhooks"
     ]
 
 
