@@ -7,6 +7,8 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
+
 from sesame.auth.sms import MemorySmsSender
 from sesame.devices.lifecycle import embedded_broker
 from tests.device_fixtures import Fleet
@@ -296,23 +298,30 @@ async def _start_broker(fleet: Fleet, broker_kind: str) -> None:
         await asyncio.to_thread(fleet.runtime.test_mosquitto.start)  # type: ignore[attr-defined]
 
 
+async def guest_pass(
+    fleet: Fleet, token: str, name: str, starts: datetime, ends: datetime, **extra: Any
+) -> httpx.Response:
+    """A resident asks for a QR pass for a guest at the world's entrance."""
+    return await fleet.api.post(
+        "/v1/me/guest-passes",
+        token=token,
+        json={
+            "entrance_id": fleet.world.ids["entrance"],
+            "guest_name": name,
+            "guest_phone": unique_phone(),
+            "starts_at": starts.isoformat(),
+            "ends_at": ends.isoformat(),
+            **extra,
+        },
+    )
+
+
 async def test_a_guest_qr_pass_works_only_in_its_window_and_n_times(fleet: Fleet) -> None:
     _, reader = await fleet.run("entrance_reader")
     await wait_for_trust(reader)
     owner = await resident_token(fleet.api, fleet.runtime, fleet.world, fleet.world.ids["person"])
     now = datetime.now(UTC)
-    created = await fleet.api.post(
-        "/v1/me/guest-passes",
-        token=owner,
-        json={
-            "entrance_id": fleet.world.ids["entrance"],
-            "guest_name": "친구",
-            "guest_phone": unique_phone(),
-            "starts_at": now.isoformat(),
-            "ends_at": (now + timedelta(hours=2)).isoformat(),
-            "max_uses": 2,
-        },
-    )
+    created = await guest_pass(fleet, owner, "친구", now, now + timedelta(hours=2), max_uses=2)
     assert created.status_code == 201, created.text
     guest = created.json()
     assert guest["key"]["kind"] == "guest"
@@ -331,16 +340,8 @@ async def test_a_guest_qr_pass_works_only_in_its_window_and_n_times(fleet: Fleet
         guest["svg"].split("sesame.test", 1)[-1].replace("http://127.0.0.1:8000", "")
     )
     assert svg.headers["content-type"] == "image/svg+xml"
-    later = await fleet.api.post(
-        "/v1/me/guest-passes",
-        token=owner,
-        json={
-            "entrance_id": fleet.world.ids["entrance"],
-            "guest_name": "나중",
-            "guest_phone": unique_phone(),
-            "starts_at": (now + timedelta(hours=5)).isoformat(),
-            "ends_at": (now + timedelta(hours=6)).isoformat(),
-        },
+    later = await guest_pass(
+        fleet, owner, "나중", now + timedelta(hours=5), now + timedelta(hours=6)
     )
     assert reader.present(later.json()["token"], method="qr").reason == ("credential_not_yet_valid")
     reader.faults.clock_offset = 7 * 3600

@@ -11,7 +11,7 @@ from typing import Any
 
 from sesame.notifications.testing.webhooks import signature_matches
 from tests.device_fixtures import Fleet
-from tests.keys.test_keys_e2e import sign_in, wait_for_trust
+from tests.keys.test_keys_e2e import guest_pass, sign_in, wait_for_trust
 from tests.notifications.conftest import Providers, eventually, notifying
 from tests.support import unique_phone
 
@@ -264,17 +264,7 @@ async def test_a_used_guest_pass_tells_its_issuer_and_device_trouble_tells_the_m
     await register(fleet, token, {"kind": "fcm", "token": fcm_token("host"), "install_id": "h"})
     now = datetime.now(UTC)
     async with notifying(fleet.runtime, providers):
-        created = await fleet.api.post(
-            "/v1/me/guest-passes",
-            token=token,
-            json={
-                "entrance_id": fleet.world.ids["entrance"],
-                "guest_name": "친구",
-                "guest_phone": unique_phone(),
-                "starts_at": now.isoformat(),
-                "ends_at": (now + timedelta(hours=2)).isoformat(),
-            },
-        )
+        created = await guest_pass(fleet, token, "친구", now, now + timedelta(hours=2))
         assert created.status_code == 201, created.text
         assert reader.present(created.json()["token"], method="qr").granted
         told = await eventually(

@@ -16,6 +16,8 @@ from uuid import UUID
 from sqlalchemy import ColumnElement, Select, false, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from sesame.kit.db import try_advisory_xact_lock
+
 M = TypeVar("M")
 
 
@@ -57,6 +59,21 @@ def tenant_clauses(model: Any, scope: TenantScope) -> list[ColumnElement[bool]]:
         else:
             clauses.append(getattr(model, site_column).in_(scope.site_ids))
     return clauses
+
+
+class SessionRepository:
+    """SQL over one session, for repositories that are not one table's CRUD: knows its
+    backend and takes the advisory lock of work one process at a time does."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.session.get_bind().dialect.name == "postgresql"
+
+    async def try_lock(self, key: int) -> bool:
+        return await try_advisory_xact_lock(self.session, key)
 
 
 class CrudRepository(Generic[M]):

@@ -7,9 +7,9 @@ from typing import Any, cast
 from uuid import UUID
 
 from sqlalchemy import Table, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from sesame.kit.db import dialect_insert, try_advisory_xact_lock
+from sesame.kit.db import dialect_insert
+from sesame.kit.repository import SessionRepository
 from sesame.ledger.merkle import HASH_SIZE
 from sesame.models import (
     LedgerCheckpoint,
@@ -26,17 +26,7 @@ STATE_ROW = 1
 KEY_ROW = 1
 
 
-class LedgerRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    @property
-    def is_postgres(self) -> bool:
-        return self.session.get_bind().dialect.name == "postgresql"
-
-    async def try_lock(self, key: int) -> bool:
-        return await try_advisory_xact_lock(self.session, key)
-
+class LedgerRepository(SessionRepository):
     # -- sequencer state ---------------------------------------------------------------------
 
     async def state(self, *, for_update: bool = False) -> LedgerState:

@@ -9,10 +9,9 @@ from typing import Any, cast
 from uuid import UUID
 
 from sqlalchemy import Table, and_, bindparam, func, or_, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from sesame.kit.db import dialect_insert, try_advisory_xact_lock
-from sesame.kit.repository import CrudRepository
+from sesame.kit.db import dialect_insert
+from sesame.kit.repository import CrudRepository, SessionRepository
 from sesame.ledger.entries import TOPICS as LEDGER_TOPICS
 from sesame.models import (
     Alert,
@@ -52,17 +51,7 @@ class Recipient:
     email: str | None = None  # staff: the account's address, used when they gave no other
 
 
-class NotificationRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    @property
-    def is_postgres(self) -> bool:
-        return self.session.get_bind().dialect.name == "postgresql"
-
-    async def try_lock(self, key: int) -> bool:
-        return await try_advisory_xact_lock(self.session, key)
-
+class NotificationRepository(SessionRepository):
     async def state(self) -> NotificationState:
         state = await self.session.get(NotificationState, STATE_ROW, with_for_update=True)
         if state is None:
