@@ -124,7 +124,8 @@ async def test_events_unacknowledged_at_a_disconnect_are_resent_and_stored_once(
     # still holds the event, and sends it again after reconnecting.
     sim.pending_events[first.event_id] = (first, 0.0)
     await sim.drop_connection()
-    await sim.connected.wait()
+    async with asyncio.timeout(30):
+        await sim.connected.wait()
     await wait_acknowledged(sim, first)
     for _ in range(50):
         if not sim.pending_events:

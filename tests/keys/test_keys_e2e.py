@@ -262,7 +262,8 @@ async def test_an_offline_reader_decides_alone(fleet: Fleet, broker_kind: str) -
         reader.faults.clock_offset = 0
     finally:
         await _start_broker(fleet, broker_kind)
-    await reader.connected.wait()
+    async with asyncio.timeout(30):
+        await reader.connected.wait()
 
     key = await resident_key(fleet)
     revoked = await fleet.api.delete(

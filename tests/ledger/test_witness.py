@@ -343,7 +343,7 @@ def test_concurrent_requests_from_one_old_size_have_one_winner(witness: Witness,
     rest learn its size, and a reader never sees the stored size go backwards."""
     cosign(witness, log, 0, 5)
     targets = list(range(6, 30))
-    start = threading.Barrier(len(targets) + 1)
+    start = threading.Barrier(len(targets) + 1, timeout=30)
     done = threading.Event()
     seen: list[int] = []
 
@@ -361,8 +361,10 @@ def test_concurrent_requests_from_one_old_size_have_one_winner(witness: Witness,
 
     with ThreadPoolExecutor(len(targets) + 1) as pool:
         watcher = pool.submit(watch)
-        answers = list(pool.map(submit, targets))
-        done.set()
+        try:
+            answers = list(pool.map(submit, targets))
+        finally:
+            done.set()  # or the watcher spins on, and leaving the pool waits for it forever
         watcher.result()
 
     winners = [size for size, (status, _, _) in zip(targets, answers, strict=True) if status == 200]
@@ -379,7 +381,7 @@ def test_racing_clients_only_ever_move_the_state_forward(witness: Witness, log: 
     """Clients that retry with the size from each 409 all end up cosigned, in some order,
     and the state only ever grows."""
     sizes = list(range(1, 25))
-    start = threading.Barrier(len(sizes))
+    start = threading.Barrier(len(sizes), timeout=30)
 
     def submit_until_settled(size: int) -> int:
         start.wait()
