@@ -113,6 +113,9 @@ def test_settings(database_url: str, **overrides: object) -> Settings:
         "secret_key": "test-secret-key-with-at-least-32-characters!",
         "log_level": "warning",
         "database_pool_size": 5,
+        # argon2id at its cheapest: the tests create and sign in hundreds of accounts.
+        "password_time_cost": 1,
+        "password_memory_kib": 64,
         "gateway_enabled": False,
         "ledger_checkpoint_interval_seconds": 0.2,  # receipts sooner in tests
         # One router and sender at a time: notification tests start their own.

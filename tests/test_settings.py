@@ -42,6 +42,24 @@ def test_production_starts_with_real_secrets() -> None:
     assert settings.secret_key.get_secret_value() not in repr(settings)
 
 
+@pytest.mark.parametrize(("time_cost", "memory_kib"), [(1, 65_536), (3, 8_192)])
+def test_production_refuses_cheap_password_hashing(time_cost: int, memory_kib: int) -> None:
+    with pytest.raises(ValidationError) as error:
+        Settings(
+            env="production",
+            secret_key="x" * 40,
+            sms_backend="http",
+            sms_http_url="http://sms.test",
+            password_time_cost=time_cost,
+            password_memory_kib=memory_kib,
+            _env_file=None,
+        )  # type: ignore[call-arg]
+    assert "SESAME_PASSWORD_TIME_COST" in str(error.value)
+    # The defaults are RFC 9106's second recommendation: 3 passes over 64 MiB.
+    defaults = Settings(env="development", _env_file=None)  # type: ignore[call-arg]
+    assert (defaults.password_time_cost, defaults.password_memory_kib) == (3, 65_536)
+
+
 def test_plain_database_urls_get_the_async_driver() -> None:
     pg = Settings(env="development", database_url="postgresql://u@db:5432/sesame", _env_file=None)  # type: ignore[call-arg]
     assert pg.database_url == "postgresql+asyncpg://u@db:5432/sesame"

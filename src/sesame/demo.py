@@ -23,7 +23,6 @@ from sesame.devices.schemas import DeviceCreate
 from sesame.devices.service import DeviceService
 from sesame.kit.db import write_intent
 from sesame.kit.repository import TenantScope
-from sesame.kit.security import hash_password
 from sesame.models import (
     DeviceKind,
     DeviceStatus,
@@ -175,7 +174,7 @@ async def seed_demo(runtime: Runtime) -> DemoCredentials:
                         )
                     )
                 else:
-                    staff.password_hash = await hash_password(password)
+                    staff.password_hash = await runtime.passwords.hash(password)
                     staff.is_active = True
                 out.passwords[email] = password
 

@@ -16,7 +16,7 @@ from sesame.auth.cache import CredentialCache
 from sesame.devices.hooks import DeviceHooks
 from sesame.kit.clock import Clock, SystemClock
 from sesame.kit.db import create_engine, create_read_session_factory, create_session_factory
-from sesame.kit.security import b64url, derive_key
+from sesame.kit.security import PasswordHashing, b64url, derive_key
 from sesame.settings import Settings
 
 
@@ -49,6 +49,7 @@ class Runtime:
     keys: Keys
     sms_sender: Any
     credential_cache: CredentialCache
+    passwords: PasswordHashing
     # Started by the app's lifespan when devices are enabled.
     device_hooks: DeviceHooks = field(default_factory=DeviceHooks)
     gateway: Any = None
@@ -83,4 +84,7 @@ def build_runtime(
         keys=Keys.derive(settings.secret_key.get_secret_value()),
         sms_sender=sms_sender or sender_from_settings(settings),
         credential_cache=CredentialCache(settings.auth_cache_seconds),
+        passwords=PasswordHashing(
+            time_cost=settings.password_time_cost, memory_kib=settings.password_memory_kib
+        ),
     )

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     refresh_token_ttl_seconds: int = Field(default=30 * 86_400, ge=300)
     # How long a process may reuse a resolved credential (see sesame.auth.cache).
     auth_cache_seconds: float = Field(default=5.0, ge=0, le=60)
+    # Staff passwords: argon2id passes and memory (RFC 9106's second recommendation by
+    # default; outside development at least OWASP's minimum, 2 passes over 19 MiB).
+    password_time_cost: int = Field(default=3, ge=1, le=20)
+    password_memory_kib: int = Field(default=65_536, ge=32, le=4_194_304)
 
     # Resident sign-in by one-time code
     otp_ttl_seconds: int = Field(default=300, ge=30, le=3600)
@@ -180,6 +184,11 @@ class Settings(BaseSettings):
             problems.append("SESAME_SECRET_KEY is the built-in development key")
         if len(self.secret_key.get_secret_value()) < 32:
             problems.append("SESAME_SECRET_KEY must be at least 32 characters")
+        if self.password_time_cost < 2 or self.password_memory_kib < 19_456:
+            problems.append(
+                "SESAME_PASSWORD_TIME_COST must be at least 2 and SESAME_PASSWORD_MEMORY_KIB "
+                "at least 19456"
+            )
         if self.sms_backend == "console":
             problems.append(
                 "SESAME_SMS_BACKEND=console prints one-time codes; choose 'http' in production"

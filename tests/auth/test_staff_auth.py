@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from sesame.kit.security import PasswordHashing
 from sesame.models import RefreshToken, StaffAccount
 from sesame.runtime import Runtime
 from tests.support import PASSWORD, Api, World
@@ -18,6 +19,41 @@ async def test_passwords_are_stored_as_argon2_hashes(world: World, runtime: Runt
         ).scalar_one()
     assert staff.password_hash.startswith("$argon2id$")
     assert PASSWORD not in staff.password_hash
+
+
+async def test_a_hash_made_at_another_cost_signs_in_and_is_redone(
+    api: Api, world: World, runtime: Runtime
+) -> None:
+    """An installation that changes its argon2 cost keeps every password working; each is
+    rehashed at the new cost when its owner next signs in."""
+    email = world.staff["installer"]["email"]
+    older = PasswordHashing(time_cost=2, memory_kib=256)
+    async with runtime.session_factory() as session:
+        staff = (
+            await session.execute(select(StaffAccount).where(StaffAccount.email == email))
+        ).scalar_one()
+        staff.password_hash = await older.hash(PASSWORD)
+        await session.commit()
+    assert "m=256,t=2" in staff.password_hash
+    assert runtime.passwords.needs_rehash(staff.password_hash)
+
+    wrong = await api.post("/v1/auth/login", json={"email": email, "password": "not it at all"})
+    assert wrong.status_code == 401
+    async with runtime.session_factory() as session:
+        kept = await session.get(StaffAccount, staff.id)
+        assert kept is not None
+        assert kept.password_hash == staff.password_hash
+
+    await api.login(email, PASSWORD)
+    async with runtime.session_factory() as session:
+        redone = await session.get(StaffAccount, staff.id)
+    assert redone is not None
+    assert redone.password_hash.startswith("$argon2id$")
+    settings = runtime.settings
+    cost = f"m={settings.password_memory_kib},t={settings.password_time_cost}"
+    assert cost in redone.password_hash
+    assert not runtime.passwords.needs_rehash(redone.password_hash)
+    assert await runtime.passwords.verify(redone.password_hash, PASSWORD)
 
 
 async def test_login_returns_a_token_pair(api: Api, world: World) -> None:

@@ -45,7 +45,7 @@ from sesame.kit.errors import (
 )
 from sesame.kit.ids import new_id
 from sesame.kit.logging import get_logger
-from sesame.kit.security import digest, equal, keyed_digest, new_token, verify_password
+from sesame.kit.security import digest, equal, keyed_digest, new_token
 from sesame.models import ApiKey, AuthSession, OtpChallenge, RefreshToken, SubjectKind
 from sesame.runtime import Runtime
 from sesame.staff.repository import StaffRepository
@@ -152,13 +152,17 @@ async def login(
     await limiter.check(account_key, settings.login_attempts_per_account)
     await limiter.check(address_key, settings.login_attempts_per_address)
     staff = await StaffRepository(session).by_email(email)
-    password_ok = await verify_password(staff.password_hash if staff else None, password)
+    passwords = runtime.passwords
+    password_ok = await passwords.verify(staff.password_hash if staff else None, password)
     if staff is None or not password_ok or not staff.is_active:
         await limiter.hit(account_key, settings.login_attempts_per_account)
         await limiter.hit(address_key, settings.login_attempts_per_address)
         log.info("login_failed", client=client_address)
         raise InvalidCredentials("wrong email or password", keep_changes=True)
     staff.last_login_at = runtime.clock.now()
+    if staff.password_hash and passwords.needs_rehash(staff.password_hash):
+        # Made at another cost (the installation changed it): redone at today's.
+        staff.password_hash = await passwords.hash(password)
     log.info("login_succeeded", staff_id=str(staff.id))
     return await start_session(
         session,

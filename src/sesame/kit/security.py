@@ -1,7 +1,9 @@
 """Secrets: password hashing, opaque tokens, keyed digests and sealed blobs.
 
-- Passwords are hashed with argon2id; hashing runs in a worker thread so that a login
-  never stalls the event loop for the other requests.
+- Passwords are hashed with argon2id at the installation's cost
+  (``SESAME_PASSWORD_TIME_COST``, ``SESAME_PASSWORD_MEMORY_KIB``); hashing runs in a
+  worker thread so that a login never stalls the event loop for the other requests. A
+  hash records its own parameters, so hashes made at another cost still verify.
 - Opaque high-entropy tokens (refresh tokens, API key secrets) are stored as SHA-256
   digests: they are random, so a slow hash adds nothing but latency.
 - Low-entropy secrets (six-digit codes) are stored as HMAC digests under a server key,
@@ -24,26 +26,40 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-_hasher = PasswordHasher()
-# A hash of a random password, verified when the account does not exist, so that
-# "no such account" and "wrong password" take the same time.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
+class PasswordHashing:
+    """argon2id at one cost: ``time_cost`` passes over ``memory_kib`` KiB."""
 
-async def hash_password(password: str) -> str:
-    return await anyio.to_thread.run_sync(_hasher.hash, password)
+    def __init__(self, *, time_cost: int = 3, memory_kib: int = 65536) -> None:
+        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+        # A hash of a random password at the same cost, verified when the account does not
+        # exist, so that "no such account" and "wrong password" take the same time.
+        self._dummy: str | None = None
 
+    async def hash(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(self._hasher.hash, password)
 
-async def verify_password(password_hash: str | None, password: str) -> bool:
-    """Check a password against its hash; with no hash, spend the same time and fail."""
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        """Check a password against its hash; with no hash, spend the same time and fail."""
 
-    def check() -> bool:
+        def check() -> bool:
+            if self._dummy is None:
+                self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
+            try:
+                return self._hasher.verify(password_hash or self._dummy, password) and bool(
+                    password_hash
+                )
+            except (VerificationError, InvalidHashError):
+                return False
+
+        return await anyio.to_thread.run_sync(check)
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """True when the hash was made at another cost than this one."""
         try:
-            return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
-        except (VerificationError, InvalidHashError):
-            return False
-
-    return await anyio.to_thread.run_sync(check)
+            return self._hasher.check_needs_rehash(password_hash)
+        except InvalidHashError:
+            return True
 
 
 def new_token(nbytes: int = 32) -> str:

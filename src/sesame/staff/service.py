@@ -17,7 +17,6 @@ from sesame.api.crud import CrudService
 from sesame.auth.principal import Group
 from sesame.auth.repository import SessionRepository
 from sesame.kit.errors import FieldError, Forbidden, ValidationFailed
-from sesame.kit.security import hash_password
 from sesame.models import StaffAccount, StaffRole, StaffSiteScope
 from sesame.sites.repository import SiteRepository
 from sesame.staff.repository import StaffRepository
@@ -44,7 +43,7 @@ class StaffService(CrudService[StaffAccount]):
             email=data.email,
             name=data.name,
             role=data.role,
-            password_hash=await hash_password(data.password.get_secret_value()),
+            password_hash=await self.runtime.passwords.hash(data.password.get_secret_value()),
             is_active=True,
         )
         staff.site_scopes = await self._site_scopes(staff, data.site_ids)
@@ -73,7 +72,9 @@ class StaffService(CrudService[StaffAccount]):
             raise Forbidden("you cannot deactivate yourself")
         ends_sessions = changes.get("is_active") is False or changes.get("password") is not None
         if changes.get("password") is not None:
-            obj.password_hash = await hash_password(changes["password"].get_secret_value())
+            obj.password_hash = await self.runtime.passwords.hash(
+                changes["password"].get_secret_value()
+            )
         if changes.get("name") is not None:
             obj.name = changes["name"]
         if changes.get("is_active") is not None:
