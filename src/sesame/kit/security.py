@@ -34,7 +34,7 @@ class PasswordHashing:
         self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
         # A hash of a random password at the same cost, verified when the account does not
         # exist, so that "no such account" and "wrong password" take the same time.
-        self._dummy: str | None = None
+        self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
 
     async def hash(self, password: str) -> str:
         return await anyio.to_thread.run_sync(self._hasher.hash, password)
@@ -43,8 +43,6 @@ class PasswordHashing:
         """Check a password against its hash; with no hash, spend the same time and fail."""
 
         def check() -> bool:
-            if self._dummy is None:
-                self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
             try:
                 return self._hasher.verify(password_hash or self._dummy, password) and bool(
                     password_hash
