@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from sesame.devices import protocol
-from sesame.models import OutboxMessage
+from sesame.devices import health, protocol
+from sesame.models import Device, OutboxMessage
 from sesame.simulators import Faults
 from tests.device_fixtures import HEARTBEAT_TIMEOUT, Fleet
 
@@ -64,6 +65,20 @@ async def test_repeated_disconnections_raise_a_flaky_connection_warning(fleet: F
         sim = await fleet.start(fleet.simulator(device), online=False)
     flaky = await fleet.wait_for(lambda d: "flaky_connection" in codes(d["warnings"]), device["id"])
     assert flaky["warnings"][0]["message"].startswith("3 disconnections")
+
+
+def test_a_restart_the_broker_missed_counts_as_a_disconnection() -> None:
+    """A device that comes back with a new boot before the broker noticed the old
+    connection was gone (a session take-over, no last will) still went away."""
+    device = Device(online=False, recent_disconnects=[], warnings={}, errors={})
+    now = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    assert health.went_online(device, now, "boot-0")
+    assert not health.went_online(device, now, "boot-0")  # the same boot again: nothing
+    for n in range(1, 4):
+        assert not health.went_online(device, now + timedelta(seconds=n), f"boot-{n}")
+    assert device.online
+    assert len(device.recent_disconnects) == 3
+    assert health.FLAKY_CONNECTION in device.warnings
 
 
 async def events_of(fleet: Fleet, device_id: str, **params: object) -> list[dict[str, object]]:

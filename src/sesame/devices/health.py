@@ -36,8 +36,12 @@ def _clear(device: Device, bucket: str, code: str) -> None:
 
 
 def went_online(device: Device, now: datetime, boot_id: str | None) -> bool:
-    """Record a connection; True if the device was offline before."""
+    """Record a connection; True if the device was offline before. A new boot while the
+    device still counted as online is a disconnection too: it restarted before the broker
+    noticed its connection was gone (the new session took the old one over)."""
     was_offline = not device.online
+    if not was_offline and boot_id and device.boot_id and boot_id != device.boot_id:
+        _count_disconnect(device, now)
     device.online = True
     device.connected_at = now if was_offline or boot_id != device.boot_id else device.connected_at
     device.last_seen_at = now
@@ -53,12 +57,16 @@ def went_offline(device: Device, now: datetime, reason: str) -> bool:
         return False
     device.online = False
     _set(device, "errors", DEVICE_OFFLINE, f"device is offline ({reason})", now)
+    _count_disconnect(device, now)
+    _judge_flakiness(device, now)
+    return True
+
+
+def _count_disconnect(device: Device, now: datetime) -> None:
     recent = [
         t for t in device.recent_disconnects or [] if datetime.fromisoformat(t) > now - FLAKY_WINDOW
     ]
     device.recent_disconnects = [*recent, now.isoformat()][-20:]
-    _judge_flakiness(device, now)
-    return True
 
 
 def _judge_flakiness(device: Device, now: datetime) -> None:
