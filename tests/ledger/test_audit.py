@@ -63,7 +63,7 @@ def test_a_clean_life_passes() -> None:
     log.add(
         "key.shared",
         shared,
-        {"kind": "resident", "persons": [owner]},
+        {"kind": "resident", "person": owner},
         kind="household",
         parent_key_id=resident,
         person_id=str(uuid.uuid4()),
@@ -72,7 +72,7 @@ def test_a_clean_life_passes() -> None:
     log.add("key.suspended", shared, ADMIN)
     log.add("key.resumed", shared, ADMIN)
     log.add("key.used", shared, {"kind": "device", "id": "d1"}, device_id="d1")
-    log.add("key.revoked", shared, {"kind": "resident", "persons": [owner]})
+    log.add("key.revoked", shared, {"kind": "resident", "person": owner})
     log.add("key.revoked", resident, ADMIN)
     report = log.report()
     assert report.ok, report.violations
@@ -102,7 +102,7 @@ def test_issue_without_the_right_is_reported() -> None:
     log.issue(actor={"kind": "api_key", "partner": PARTNER, "scopes": ["keys:read"]})
     log.issue(actor={"kind": "device", "id": "d1"})
     log.issue(kind="courier", actor={"kind": "system"})  # the system only moves residents in
-    stranger = {"kind": "resident", "persons": [str(uuid.uuid4())]}
+    stranger = {"kind": "resident", "person": str(uuid.uuid4())}
     resident = log.issue("resident", {"kind": "system"})
     log.issue(kind="household", actor=stranger, parent_key_id=resident)  # not their key
     report = log.report()
