@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 from sesame.ledger import entries
 from sesame.ledger.note import Signer
 
+P1, P3 = str(uuid.UUID(int=11)), str(uuid.UUID(int=13))
 SIGNER = Signer("sesame.example/ledger", Ed25519PrivateKey.generate())
 KEYS = st.text(alphabet=st.characters(codec="ascii"), max_size=12)
 # Fields ``key.used`` records whose values are not limited to codes.
@@ -59,7 +60,7 @@ def test_an_entry_records_opaque_ids_and_a_verifiable_signature() -> None:
             {
                 "actor": {"kind": "device", "id": str(uuid.UUID(int=3))},
                 "site_id": str(uuid.UUID(int=4)),
-                "credential_id": "c1",
+                "credential_id": str(uuid.UUID(int=5)),
                 "max_uses": 2**60,
                 "occurred_at": datetime(2026, 1, 1, tzinfo=UTC),
                 "name": "Kim's front door",
@@ -102,23 +103,32 @@ def test_each_topic_keeps_only_its_listed_fields_and_codes() -> None:
     before = dropped("key.revoked", "reason=<not a code>")
     value = entry(
         {
-            "actor": {"kind": "resident", "person": "p1", "persons": ["p1", "p2"], "phone": "x"},
-            "person_id": "p3",
+            "actor": {"kind": "resident", "person": P1, "persons": [P1, P3], "phone": "x"},
+            "person_id": P3,
             "reason": "revoked by resident:+821012345678",
             "label": "Kim's key",
         },
         "key.revoked",
     )
-    assert value["actor"] == {"kind": "resident", "person": "p1"}
-    assert value["data"] == {"person_id": "p3"}  # free text and unlisted fields are gone
+    assert value["actor"] == {"kind": "resident", "person": P1}
+    assert value["data"] == {"person_id": P3}  # free text and unlisted fields are gone
     assert dropped("key.revoked", "reason=<not a code>") == before + 1
     coded = entry({"reason": "revoked_by_resident", "method": "remote"}, "key.revoked")
     assert coded["data"] == {"reason": "revoked_by_resident"}  # no method on a revocation
     issued = entry(
-        {"key_id": "k", "credentials": [{"id": "c", "uses": 1, "token": "secret"}]},
+        {
+            "key_id": P1,
+            "credentials": [
+                {"id": P3, "uses": 1, "token": "secret"},
+                {"id": "+821012345678", "uses": 1},
+            ],
+        },
         "credential.issued",
     )
-    assert issued["data"] == {"credentials": [{"id": "c", "uses": 1}]}
+    assert issued["data"] == {"credentials": [{"id": P3, "uses": 1}, {"uses": 1}]}
+    # Identifiers are UUIDs: a device cannot slip text into the log through one.
+    used = entry({"credential_id": "call +821012345678", "device_id": P1})
+    assert used["data"] == {"device_id": P1}
     odd = entry({"actor": {"kind": "hacker", "id": "+821012345678"}})
     assert odd["actor"] == {"kind": "system"}
 

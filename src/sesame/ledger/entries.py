@@ -143,8 +143,24 @@ def _dropped(topic: str, field: str) -> None:
         log.warning("ledger_field_dropped", topic=topic, field=field)
 
 
+def _is_id(field: str) -> bool:
+    return field == "id" or field.endswith("_id")
+
+
+def _opaque(value: Any) -> bool:
+    """An identifier field holds a UUID (or nothing), never text a device or person chose."""
+    if value is None or isinstance(value, UUID):
+        return True
+    try:
+        UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
 def _kept(topic: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """The fields of ``payload`` that the topic's allow-list names, coded ones checked."""
+    """The fields of ``payload`` that the topic's allow-list names; coded ones only with a
+    known code, identifiers only when they are UUIDs."""
     allowed = FIELDS[topic]
     data: dict[str, Any] = {}
     for field, value in payload.items():
@@ -152,10 +168,12 @@ def _kept(topic: str, payload: dict[str, Any]) -> dict[str, Any]:
             _dropped(topic, field)
         elif field in CODES and value is not None and str(value) not in CODES[field]:
             _dropped(topic, f"{field}=<not a code>")
+        elif _is_id(field) and not _opaque(value):
+            _dropped(topic, f"{field}=<not an id>")
         elif field in NESTED_FIELDS and isinstance(value, list):
             inner = NESTED_FIELDS[field]
             data[field] = [
-                {k: v for k, v in item.items() if k in inner}
+                {k: v for k, v in item.items() if k in inner and (not _is_id(k) or _opaque(v))}
                 for item in value
                 if isinstance(item, dict)
             ]
@@ -171,9 +189,13 @@ def _actor(topic: str, actor: Any) -> dict[str, Any]:
             _dropped(topic, "actor")
         return {"kind": "system"}
     allowed = ACTOR_FIELDS[actor["kind"]]
-    for field in actor.keys() - allowed:
-        _dropped(topic, f"actor.{field}")
-    return {k: v for k, v in actor.items() if k in allowed}
+    kept = {}
+    for field, value in actor.items():
+        if field in allowed and (field not in ("id", "person", "partner") or _opaque(value)):
+            kept[field] = value
+        else:
+            _dropped(topic, f"actor.{field}")
+    return kept
 
 
 def _plain(value: Any) -> Any:
