@@ -7,12 +7,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import insert
 
-from sesame.keys.credentials import MOBILE_LIFETIME, READER_CLOCK_GRACE
+from sesame.devices import protocol
+from sesame.keys.credentials import MOBILE_LIFETIME, READER_CLOCK_GRACE, trust_documents
 from sesame.keys.repository import KeyRepository
 from sesame.kit.ids import new_id
+from sesame.kit.repository import TenantScope
 from sesame.models import Key, KeyKind, KeyStatus, TargetKind
+from sesame.sites.repository import SiteRepository
 from tests.device_fixtures import Fleet
 from tests.keys.test_keys_e2e import resident_key, resident_token, wait_for_trust
 
@@ -117,3 +122,30 @@ async def test_a_key_leaves_the_list_once_no_credential_of_it_can_be_in_date(
         assert rows[0]["id"] in blocked, why
     for why, rows in gone.items():
         assert rows[0]["id"] not in blocked, why
+
+
+async def test_past_the_protocols_limit_the_oldest_blocks_are_left_out_loudly(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(protocol, "MAX_BLOCKED_KEYS", 3)
+    now = datetime.now(UTC)
+    rows = [
+        row
+        for minutes in range(5)
+        for row in key_rows(fleet, 1, revoked_at=now - timedelta(minutes=minutes))
+    ]
+    await add_keys(fleet, rows)
+    before = overflows()
+    async with fleet.runtime.session_factory() as session:
+        site = await SiteRepository(session).get(TenantScope.platform(), UUID(fleet.world.site_id))
+        assert site is not None
+        [document] = await trust_documents(
+            session, fleet.runtime, site, [UUID(fleet.world.ids["entrance"])]
+        )
+        await session.commit()
+    assert document.revoked_keys == [row["id"] for row in rows[:3]]  # the newest blocks
+    assert overflows() == before + 1
+
+
+def overflows() -> float:
+    return REGISTRY.get_sample_value("sesame_trust_block_list_overflow_total") or 0.0

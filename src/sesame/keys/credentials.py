@@ -224,9 +224,11 @@ def qr(token: str, kind: str) -> bytes:
     return buffer.getvalue()
 
 
-async def trust_document(
-    session: AsyncSession, runtime: Runtime, site: Site, entrance_id: UUID | None
-) -> protocol.TrustDocument:
+async def trust_documents(
+    session: AsyncSession, runtime: Runtime, site: Site, entrance_ids: list[UUID | None]
+) -> list[protocol.TrustDocument]:
+    """The trust document of each reader of the site (one per entrance id given), read
+    once for all of them: the block list of a busy site is long."""
     signing = SigningKeyRepository(session)
     if await signing.active(site.id) is None:
         await new_signing_key(session, runtime, site)
@@ -248,13 +250,17 @@ async def trust_document(
         BLOCK_LIST_OVERFLOW.inc()
         log.error("trust_block_list_over_limit", site_id=str(site.id), limit=limit)
         blocked = blocked[:limit]
-    return protocol.TrustDocument(
-        version=int(time.time() * 1000),
-        site_id=site.id,
-        entrance_id=entrance_id,
-        keys=keys,
-        revoked_keys=blocked,
-    )
+    version = int(time.time() * 1000)
+    return [
+        protocol.TrustDocument(
+            version=version,
+            site_id=site.id,
+            entrance_id=entrance_id,
+            keys=keys,
+            revoked_keys=blocked,
+        )
+        for entrance_id in entrance_ids
+    ]
 
 
 def public_key_from(x: str) -> Ed25519PublicKey:
