@@ -315,28 +315,15 @@ async def guest_pass(
     await session.flush()
     token = await credentials.guest_pass(session, runtime, key, site, entrance.id)
     await schedule.follow(session, runtime, [key])
-    with acting_as(principal.actor(host.person_id)):
-        await _announce_pass(session, key, entrance.id)
-    return key, token
-
-
-async def _announce_pass(session: AsyncSession, key: Key, entrance_id: UUID) -> None:
-    await outbox.append(
-        session,
-        [
-            key_message("key.issued", key, reason=KeyReason.GUEST_PASS.value),
-            credentials.issued_message(
-                key,
-                [
-                    {
-                        "credential_id": key.pass_id,
-                        "entrance_id": entrance_id,
-                        "uses": key.max_uses or 1,
-                    }
-                ],
-            ),
-        ],
+    issued = credentials.issued_message(
+        key, [{"credential_id": key.pass_id, "entrance_id": entrance.id, "uses": key.max_uses or 1}]
     )
+    with acting_as(principal.actor(host.person_id)):
+        await outbox.append(
+            session,
+            [key_message("key.issued", key, reason=KeyReason.GUEST_PASS.value), issued],
+        )
+    return key, token
 
 
 async def revoke_issued(
