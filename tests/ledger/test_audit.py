@@ -27,8 +27,17 @@ class Log:
         self.at = START
 
     def add(
-        self, topic: str, subject: str, actor: dict[str, Any], minutes: int = 1, **data: Any
+        self,
+        topic: str,
+        subject: str,
+        actor: dict[str, Any],
+        minutes: int = 1,
+        *,
+        recorded_actor: dict[str, Any] | None = None,
+        **data: Any,
     ) -> int:
+        """Append an event; ``recorded_actor`` writes the actor as is, as older
+        entries recorded it."""
         self.at += timedelta(minutes=minutes)
         index = len(self.bodies)
         entry = entries.build(
@@ -38,6 +47,8 @@ class Log:
             aggregate_id=uuid.UUID(subject),
             payload={"actor": actor, **data},
         )
+        if recorded_actor is not None:
+            entry["actor"] = recorded_actor
         self.bodies.append(entries.seal(entry, index, entries.sign(entry, SIGNER), SIGNER.verifier))
         return index
 
@@ -79,6 +90,31 @@ def test_a_clean_life_passes() -> None:
     assert report.ok, report.violations
     assert report.keys == 2
     assert report.counts["key.used"] == 2
+
+
+def test_entries_naming_every_person_of_a_resident_still_audit() -> None:
+    log = Log()
+    resident = log.issue("resident", {"kind": "system"})
+    owner = entries.parse(log.bodies[0])["data"]["person_id"]
+    older = {"kind": "resident", "persons": [str(uuid.uuid4()), owner]}
+    shared = str(uuid.uuid4())
+    log.add(
+        "key.shared",
+        shared,
+        {"kind": "resident"},
+        recorded_actor=older,
+        kind="household",
+        parent_key_id=resident,
+        person_id=str(uuid.uuid4()),
+    )
+    log.add("key.revoked", shared, {"kind": "resident"}, recorded_actor=older)
+    stranger = log.add(
+        "key.revoked",
+        resident,
+        {"kind": "resident"},
+        recorded_actor={"kind": "resident", "persons": [str(uuid.uuid4())]},
+    )
+    assert kinds(log.report()) == [(stranger, "revoked_without_right")]
 
 
 def test_use_after_revocation_and_beyond_its_uses_is_reported() -> None:
