@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
+import jwt
 from sqlalchemy import select
 
 from sesame.auth.sms import MemorySmsSender
+from sesame.auth.tokens import issue_access_token
 from sesame.models import OtpChallenge
 from sesame.runtime import Runtime
 from tests.support import Api, World, unique_phone
@@ -73,6 +77,40 @@ async def test_resident_token_refreshes_like_staff_tokens(
     assert refreshed.status_code == 200
     me = await api.get("/v1/me", token=refreshed.json()["access_token"])
     assert me.json()["kind"] == "resident"
+
+
+async def test_a_resident_token_names_an_opaque_id_and_old_phone_tokens_are_refused(
+    api: Api, world: World, sms: MemorySmsSender, runtime: Runtime
+) -> None:
+    phone = await resident_phone(api, world)
+    tokens = await sign_in(api, sms, phone)
+    access = str(tokens["access_token"])
+    claims = jwt.decode(access, options={"verify_signature": False})
+    assert phone not in access
+    assert phone.lstrip("+") not in str(claims)
+    assert claims["sub"].startswith("r_")
+    again = await sign_in(api, sms, phone)
+    assert (
+        jwt.decode(str(again["access_token"]), options={"verify_signature": False})["sub"]
+        == claims["sub"]
+    )  # stable across sign-ins
+    # A token of the earlier form, naming the phone, for the same live session: refused.
+    old, _ = issue_access_token(
+        runtime.keys.access_tokens,
+        kind="resident",
+        subject=phone,
+        session_id=UUID(claims["sid"]),
+        now=runtime.clock.now(),
+        ttl_seconds=600,
+    )
+    assert (await api.get("/v1/me", token=old)).status_code == 401
+    assert (await api.get("/v1/me", token=access)).status_code == 200
+    # The session's refresh token still works, and gives a token of the new form.
+    refreshed = await api.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert refreshed.status_code == 200, refreshed.text
+    renewed = refreshed.json()["access_token"]
+    assert jwt.decode(renewed, options={"verify_signature": False})["sub"] == claims["sub"]
+    assert (await api.get("/v1/me", token=renewed)).json()["phone"] == phone
 
 
 async def test_codes_are_stored_as_keyed_digests(

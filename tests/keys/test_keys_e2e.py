@@ -162,7 +162,7 @@ async def test_move_out_revokes_every_key_of_that_person_at_that_unit(fleet: Fle
         await fleet.api.get(f"/v1/keys/{key['id']}", token=fleet.world.tokens["partner_admin"])
     ).json()
     assert gone["status"] == "revoked"
-    assert gone["revoked_reason"] == "moved out"
+    assert gone["revoked_reason"] == "moved_out"
     child = (
         await fleet.api.get(
             f"/v1/keys/{shared.json()['id']}", token=fleet.world.tokens["partner_admin"]

@@ -92,3 +92,51 @@ def test_secrets_are_redacted(output: io.BytesIO) -> None:
     assert line["password"] == line["pin"] == line["token"] == "[redacted]"
     assert line["headers"]["Authorization"] == "[redacted]"
     assert line["user"] == "kim"
+
+
+def test_phone_numbers_and_email_addresses_are_masked_wherever_they_appear(
+    output: io.BytesIO,
+) -> None:
+    log = structlog.get_logger("test")
+    log.info(
+        "revoked by resident:+821012345678",
+        reason="shared with +821098765432 by kim.lee@example.com",
+        people=[{"contact": "alice@example.co.kr"}, ("+12025550143",)],
+        at="2026-11-27T09:41:03+09:00",
+        count=3,
+    )
+    try:
+        raise ValueError("no person with phone +821055550000")
+    except ValueError:
+        log.exception("lookup_failed")
+    text = output.getvalue().decode()
+    for raw in (
+        "+821012345678",
+        "821098765432",
+        "kim.lee@",
+        "alice@",
+        "12025550143",
+        "821055550000",
+    ):
+        assert raw not in text
+    first, failed = lines(output)
+    assert first["event"] == "revoked by resident:+82******78"
+    assert first["reason"] == "shared with +82******32 by k***@example.com"
+    assert first["people"] == [{"contact": "a***@example.co.kr"}, ["+12******43"]]
+    assert first["at"] == "2026-11-27T09:41:03+09:00"  # offsets are not phone numbers
+    assert first["count"] == 3
+    assert "+82******00" in failed["exception"]
+
+
+def test_a_value_that_cannot_be_masked_does_not_fail_the_line(output: io.BytesIO) -> None:
+    class Hostile(list[str]):
+        def __iter__(self) -> Any:
+            raise RuntimeError("cannot iterate")
+
+    log = structlog.get_logger("test")
+    before = failures()
+    log.info("odd", value=Hostile(["+821012345678"]), phone="+821012345678")
+    [line] = lines(output)
+    assert line["value"] == "[unmaskable]"
+    assert line["phone"] == "+82******78"
+    assert failures() == before

@@ -17,6 +17,7 @@ SIGNER = Signer("sesame.example/ledger", Ed25519PrivateKey.generate())
 PARTNER = str(uuid.UUID(int=1))
 ADMIN = {"kind": "staff", "id": str(uuid.UUID(int=2)), "role": "partner_admin"}
 INSTALLER = {"kind": "staff", "id": str(uuid.UUID(int=3)), "role": "installer"}
+D1, D2 = str(uuid.UUID(int=21)), str(uuid.UUID(int=22))  # devices
 START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 
@@ -26,8 +27,17 @@ class Log:
         self.at = START
 
     def add(
-        self, topic: str, subject: str, actor: dict[str, Any], minutes: int = 1, **data: Any
+        self,
+        topic: str,
+        subject: str,
+        actor: dict[str, Any],
+        minutes: int = 1,
+        *,
+        recorded_actor: dict[str, Any] | None = None,
+        **data: Any,
     ) -> int:
+        """Append an event; ``recorded_actor`` writes the actor as is, as older
+        entries recorded it."""
         self.at += timedelta(minutes=minutes)
         index = len(self.bodies)
         entry = entries.build(
@@ -37,6 +47,8 @@ class Log:
             aggregate_id=uuid.UUID(subject),
             payload={"actor": actor, **data},
         )
+        if recorded_actor is not None:
+            entry["actor"] = recorded_actor
         self.bodies.append(entries.seal(entry, index, entries.sign(entry, SIGNER), SIGNER.verifier))
         return index
 
@@ -63,16 +75,16 @@ def test_a_clean_life_passes() -> None:
     log.add(
         "key.shared",
         shared,
-        {"kind": "resident", "persons": [owner]},
+        {"kind": "resident", "person": owner},
         kind="household",
         parent_key_id=resident,
         person_id=str(uuid.uuid4()),
     )
-    log.add("key.used", resident, {"kind": "device", "id": "d1"}, device_id="d1")
+    log.add("key.used", resident, {"kind": "device", "id": D1}, device_id=D1)
     log.add("key.suspended", shared, ADMIN)
     log.add("key.resumed", shared, ADMIN)
-    log.add("key.used", shared, {"kind": "device", "id": "d1"}, device_id="d1")
-    log.add("key.revoked", shared, {"kind": "resident", "persons": [owner]})
+    log.add("key.used", shared, {"kind": "device", "id": D1}, device_id=D1)
+    log.add("key.revoked", shared, {"kind": "resident", "person": owner})
     log.add("key.revoked", resident, ADMIN)
     report = log.report()
     assert report.ok, report.violations
@@ -80,13 +92,38 @@ def test_a_clean_life_passes() -> None:
     assert report.counts["key.used"] == 2
 
 
+def test_entries_naming_every_person_of_a_resident_still_audit() -> None:
+    log = Log()
+    resident = log.issue("resident", {"kind": "system"})
+    owner = entries.parse(log.bodies[0])["data"]["person_id"]
+    older = {"kind": "resident", "persons": [str(uuid.uuid4()), owner]}
+    shared = str(uuid.uuid4())
+    log.add(
+        "key.shared",
+        shared,
+        {"kind": "resident"},
+        recorded_actor=older,
+        kind="household",
+        parent_key_id=resident,
+        person_id=str(uuid.uuid4()),
+    )
+    log.add("key.revoked", shared, {"kind": "resident"}, recorded_actor=older)
+    stranger = log.add(
+        "key.revoked",
+        resident,
+        {"kind": "resident"},
+        recorded_actor={"kind": "resident", "persons": [str(uuid.uuid4())]},
+    )
+    assert kinds(log.report()) == [(stranger, "revoked_without_right")]
+
+
 def test_use_after_revocation_and_beyond_its_uses_is_reported() -> None:
     log = Log()
     key = log.issue(max_uses=1)
-    log.add("key.used", key, {"kind": "device"}, device_id="d1")
-    second = log.add("key.used", key, {"kind": "device"}, device_id="d1")
+    log.add("key.used", key, {"kind": "device"}, device_id=D1)
+    second = log.add("key.used", key, {"kind": "device"}, device_id=D1)
     log.add("key.revoked", key, ADMIN)
-    late = log.add("key.used", key, {"kind": "device"}, device_id="d1")
+    late = log.add("key.used", key, {"kind": "device"}, device_id=D1)
     again = log.add("key.revoked", key, ADMIN)
     assert kinds(log.report()) == [
         (second, "uses_exceeded"),
@@ -100,9 +137,9 @@ def test_issue_without_the_right_is_reported() -> None:
     log = Log()
     log.issue(actor=INSTALLER)  # installers do not write keys
     log.issue(actor={"kind": "api_key", "partner": PARTNER, "scopes": ["keys:read"]})
-    log.issue(actor={"kind": "device", "id": "d1"})
+    log.issue(actor={"kind": "device", "id": D1})
     log.issue(kind="courier", actor={"kind": "system"})  # the system only moves residents in
-    stranger = {"kind": "resident", "persons": [str(uuid.uuid4())]}
+    stranger = {"kind": "resident", "person": str(uuid.uuid4())}
     resident = log.issue("resident", {"kind": "system"})
     log.issue(kind="household", actor=stranger, parent_key_id=resident)  # not their key
     report = log.report()
@@ -116,7 +153,7 @@ def test_use_by_a_decommissioned_device_and_of_an_unknown_key() -> None:
     device = str(uuid.uuid4())
     log.add("device.decommissioned", device, ADMIN)
     late = log.add("key.used", key, {"kind": "device"}, device_id=device)
-    ghost = log.add("key.used", str(uuid.uuid4()), {"kind": "device"}, device_id="d2")
+    ghost = log.add("key.used", str(uuid.uuid4()), {"kind": "device"}, device_id=D2)
     assert kinds(log.report()) == [
         (late, "use_by_decommissioned_device"),
         (ghost, "unknown_key"),

@@ -46,11 +46,11 @@ async def test_issued_used_and_revoked_each_have_a_receipt(fleet: Fleet) -> None
         lives.append(entry)
     assert [e["type"] for e in lives] == ["key.issued", "key.used", "key.revoked"]
     issued, used, revoked = lives
-    assert used["actor"] == {"kind": "resident", "persons": [world.ids["person"]]}
+    assert used["actor"] == {"kind": "resident", "person": world.ids["person"]}
     assert used["data"]["method"] == "remote"
     assert used["data"]["entrance_id_used"] == world.ids["entrance"]
     assert used["data"]["action_attempt_id"] == opened.json()["id"]
-    assert revoked["data"]["reason"] == "moved out"
+    assert revoked["data"]["reason"] == "moved_out"
     assert issued["index"] < used["index"] < revoked["index"]
     # No names or phone numbers: only opaque identifiers.
     for entry in lives:

@@ -53,7 +53,7 @@ async def emit(runtime: Runtime, *topics: str, commit: bool = True) -> None:
             await outbox.append(
                 session,
                 [
-                    outbox.message(topic, partner_id=None, aggregate_id=uuid.uuid4(), n=n)
+                    outbox.message(topic, partner_id=None, aggregate_id=uuid.uuid4(), max_uses=n)
                     for n, topic in enumerate(topics)
                 ],
             )
@@ -247,7 +247,7 @@ async def test_events_signed_as_they_commit_are_appended_with_that_signature(
             await session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == rows[2].id)
-                .values(payload={**rows[2].payload, "n": 7})
+                .values(payload={**rows[2].payload, "max_uses": 7})
             )
             await session.commit()
     assert await ledger.append_batch() == 3
@@ -257,5 +257,5 @@ async def test_events_signed_as_they_commit_are_appended_with_that_signature(
     assert [row.topic for row in stored_rows] == ["key.issued", "key.used", "key.revoked"]
     used = entries.parse(stored_rows[1].body)
     assert base64.b64decode(used["sig"]["ed25519"]) == rows[2].seal[:64]
-    assert used["data"]["n"] == 2
+    assert used["data"]["max_uses"] == 2
     assert used["at"] == entries.timestamp(rows[2].created_at)

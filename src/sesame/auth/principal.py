@@ -28,7 +28,7 @@ from sesame.auth.tokens import decode_access_token
 from sesame.kit.errors import Forbidden, Unauthorized
 from sesame.kit.logging import get_logger
 from sesame.kit.repository import TenantScope
-from sesame.kit.security import digest, equal
+from sesame.kit.security import digest, equal, keyed_digest
 from sesame.models import StaffRole, SubjectKind
 from sesame.staff.repository import StaffRepository
 
@@ -99,6 +99,13 @@ API_KEY_SCOPES = tuple(f"{g.value}:{a.value}" for g in API_KEY_GROUPS for a in A
 PrincipalKind = Literal["staff", "api_key", "resident"]
 
 
+def resident_id(key: bytes, phone: str) -> str:
+    """A resident's opaque id, stable across sign-ins: what their access token names and
+    their idempotency records are kept under. A keyed digest, so the phone number (a
+    small space to search) cannot be recovered from it without the server's key."""
+    return "r_" + keyed_digest(key, "resident-id", phone)[:32]
+
+
 @dataclass(frozen=True)
 class Principal:
     kind: PrincipalKind
@@ -125,8 +132,12 @@ class Principal:
     def idempotency_scope(self) -> str:
         return f"{self.kind}:{self.id}"
 
-    def actor(self) -> dict[str, Any]:
-        """Who this is, as domain events record it: opaque ids and the role, no secrets."""
+    def actor(self, person_id: UUID | None = None) -> dict[str, Any]:
+        """Who this is, as domain events record it: opaque ids and the role, no secrets.
+
+        A resident acts through one of their person records (one per partner that knows
+        them), named by ``person_id`` when the event concerns it; otherwise only the kind
+        is recorded, so no event links a resident's records across partners."""
         if self.kind == "staff":
             return {"kind": "staff", "id": self.staff_id, "role": self.role}
         if self.kind == "api_key":
@@ -136,8 +147,17 @@ class Principal:
                 "partner": self.scope.partner_id,
                 "scopes": sorted(self.api_key_scopes),
             }
-        # A resident's principal id is their phone number: never recorded, persons only.
-        return {"kind": "resident", "persons": sorted(map(str, self.person_ids))}
+        if person_id is not None and person_id in self.person_ids:
+            return {"kind": "resident", "person": str(person_id)}
+        return {"kind": "resident"}
+
+    def reference(self, person_id: UUID | None = None) -> str:
+        """Who this is, as a stored ``issued_by`` / ``requested_by`` records it: the
+        staff account, the API key or the resident's person record — opaque ids only."""
+        if self.kind == "resident":
+            known = person_id is not None and person_id in self.person_ids
+            return f"resident:{person_id}" if known else "resident"
+        return f"{self.kind}:{self.id}"
 
     def can(self, group: Group, action: Action) -> bool:
         if self.kind == "staff" and self.role is not None:
@@ -214,10 +234,14 @@ async def _resolve_access_token(token: str, session: Any, runtime: Any) -> Princ
     if claims.kind == "resident":
         if auth_session.subject_kind is not SubjectKind.RESIDENT or auth_session.phone is None:
             raise Unauthorized("invalid access token")
+        subject = resident_id(runtime.keys.access_tokens, auth_session.phone)
+        if not equal(claims.subject, subject):
+            # Tokens from before residents had opaque ids named the phone: sign in again.
+            raise Unauthorized("invalid access token")
         person_ids = await OtpRepository(session).person_ids_for_phone(auth_session.phone)
         return Principal(
             kind="resident",
-            id=auth_session.phone,
+            id=subject,
             # Residents reach only their own records, through /v1/me; no tenant rows.
             scope=TenantScope(partner_id=UUID(int=0), site_ids=frozenset()),
             person_ids=frozenset(person_ids),

@@ -28,6 +28,7 @@ from sesame.auth.principal import (
     Action,
     Group,
     Principal,
+    resident_id,
 )
 from sesame.auth.repository import (
     ApiKeyRepository,
@@ -206,7 +207,9 @@ async def refresh(session: AsyncSession, runtime: Runtime, *, refresh_token: str
             raise Unauthorized("account disabled")
         subject = str(staff.id)
     else:
-        subject = auth_session.phone or ""
+        if auth_session.phone is None:
+            raise Unauthorized("session ended; sign in again")
+        subject = resident_id(runtime.keys.access_tokens, auth_session.phone)
     new_refresh = new_token()
     await sessions.add_refresh_token(
         RefreshToken(
@@ -304,7 +307,12 @@ async def verify_code(
         )
     log.info("otp_verified")
     return await start_session(
-        session, runtime, kind="resident", subject=phone, phone=phone, client_address=client_address
+        session,
+        runtime,
+        kind="resident",
+        subject=resident_id(runtime.keys.access_tokens, phone),
+        phone=phone,
+        client_address=client_address,
     )
 
 

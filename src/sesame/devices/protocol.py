@@ -321,6 +321,11 @@ class TrustedKey(BaseModel):
     x: str = Field(max_length=64, description="Ed25519 public key, raw 32 bytes, base64url.")
 
 
+# How many blocked keys a reader must be able to hold (about 4 MB of document). Sesame
+# lists every key whose credentials may still be in date; past this it says so loudly.
+MAX_BLOCKED_KEYS = 100_000
+
+
 class TrustDocument(Message):
     """Gateway → device on ``trust``, QoS 1, retained: what a reader needs to decide alone.
 
@@ -335,8 +340,12 @@ class TrustDocument(Message):
     keys: list[TrustedKey]
     revoked_keys: list[UUID] = Field(
         default_factory=list,
-        max_length=5000,
-        description="Key ids to refuse although their credentials are still in date.",
+        max_length=MAX_BLOCKED_KEYS,
+        description=(
+            "Every key to refuse because a credential issued for it may still be in date"
+            " (revoked, suspended or used up); a key leaves the list once none can be."
+            f" A reader must hold {MAX_BLOCKED_KEYS:,} of them."
+        ),
     )
 
 

@@ -147,7 +147,7 @@ class DeviceService(CrudService[Device]):
             request.action,
             request.params,
             ttl_seconds=request.ttl_seconds,
-            requested_by=self.principal.idempotency_scope,
+            requested_by=self.principal.reference(),
             locked=True,
         )
 
@@ -175,7 +175,7 @@ class DeviceService(CrudService[Device]):
             action,
             params,
             ttl_seconds=request.ttl_seconds,
-            requested_by=self.principal.idempotency_scope,
+            requested_by=self.principal.reference(),
             locked=True,
         )
 

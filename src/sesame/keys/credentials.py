@@ -31,11 +31,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sesame.devices import protocol
 from sesame.keys.access import Place, Schedule
 from sesame.keys.repository import KeyRepository, SigningKeyRepository
+from sesame.kit.logging import get_logger
 from sesame.kit.security import b64url, derive_key, seal, unseal
 from sesame.models import Key, Site, SiteSigningKey
 from sesame.outbox import repository as outbox
@@ -44,8 +46,14 @@ from sesame.runtime import Runtime
 TOKEN_TYPE = "sesame-access+jwt"  # noqa: S105 - a media type, not a secret
 MOBILE_LIFETIME = timedelta(hours=24)
 PASS_LIFETIME = timedelta(days=30)  # the longest a guest pass may run
-# Blocked keys stay on readers' lists as long as any of their credentials may be valid.
-BLOCK_WINDOW = PASS_LIFETIME
+# Blocked keys stay on readers' lists as long as any of their credentials may be valid,
+# by a reader's clock that may lag the server's by this much.
+READER_CLOCK_GRACE = timedelta(hours=1)
+BLOCK_LIST_OVERFLOW = Counter(
+    "sesame_trust_block_list_overflow_total",
+    "Trust documents whose block list was cut at the protocol's limit",
+)
+log = get_logger("sesame.keys.credentials")
 
 
 def _sealing_key(runtime: Runtime) -> bytes:
@@ -216,25 +224,43 @@ def qr(token: str, kind: str) -> bytes:
     return buffer.getvalue()
 
 
-async def trust_document(
-    session: AsyncSession, runtime: Runtime, site: Site, entrance_id: UUID | None
-) -> protocol.TrustDocument:
+async def trust_documents(
+    session: AsyncSession, runtime: Runtime, site: Site, entrance_ids: list[UUID | None]
+) -> list[protocol.TrustDocument]:
+    """The trust document of each reader of the site (one per entrance id given), read
+    once for all of them: the block list of a busy site is long."""
     signing = SigningKeyRepository(session)
     if await signing.active(site.id) is None:
         await new_signing_key(session, runtime, site)
     keys = [
         protocol.TrustedKey(kid=str(k.id), x=k.public_key) for k in await signing.published(site.id)
     ]
-    blocked = await KeyRepository(session).blocked_since(
-        site.id, runtime.clock.now() - BLOCK_WINDOW
+    limit = protocol.MAX_BLOCKED_KEYS
+    blocked = list(
+        await KeyRepository(session).blocked(
+            site.id,
+            runtime.clock.now(),
+            mobile_lifetime=MOBILE_LIFETIME + READER_CLOCK_GRACE,
+            limit=limit + 1,
+        )
     )
-    return protocol.TrustDocument(
-        version=int(time.time() * 1000),
-        site_id=site.id,
-        entrance_id=entrance_id,
-        keys=keys,
-        revoked_keys=list(blocked),
-    )
+    if len(blocked) > limit:
+        # Beyond what a reader is required to hold: the keys blocked longest ago (whose
+        # phones' credentials expire first) are left out, and that must be seen.
+        BLOCK_LIST_OVERFLOW.inc()
+        log.error("trust_block_list_over_limit", site_id=str(site.id), limit=limit)
+        blocked = blocked[:limit]
+    version = int(time.time() * 1000)
+    return [
+        protocol.TrustDocument(
+            version=version,
+            site_id=site.id,
+            entrance_id=entrance_id,
+            keys=keys,
+            revoked_keys=blocked,
+        )
+        for entrance_id in entrance_ids
+    ]
 
 
 def public_key_from(x: str) -> Ed25519PublicKey:

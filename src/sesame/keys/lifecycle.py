@@ -24,7 +24,7 @@ from sesame.keys.repository import KeyRepository
 from sesame.keys.service import key_message, local_midnight, revoke
 from sesame.kit.db import commit, write_intent
 from sesame.kit.repository import TenantScope
-from sesame.models import Household, Key, KeyKind, KeyStatus, TargetKind
+from sesame.models import Household, Key, KeyKind, KeyReason, KeyStatus, TargetKind
 from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime
 from sesame.sites.repository import SiteRepository, UnitRepository
@@ -63,7 +63,7 @@ async def on_move_in(session: AsyncSession, runtime: Runtime, household: Househo
     key.status = effective_status(key, runtime.clock.now())
     session.add(key)
     await session.flush()
-    await outbox.append(session, [key_message("key.issued", key, reason="move_in")])
+    await outbox.append(session, [key_message("key.issued", key, reason=KeyReason.MOVE_IN.value)])
     await schedule.follow(session, runtime, [key])
     return key
 
@@ -91,7 +91,7 @@ async def on_move_out(session: AsyncSession, runtime: Runtime, household: Househ
         household.person_id, household.unit_id
     )
     for key in keys:
-        await revoke(session, runtime, key, "moved out")
+        await revoke(session, runtime, key, KeyReason.MOVED_OUT)
 
 
 async def advance(runtime: Runtime) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -131,21 +131,30 @@ class KeyRepository(CrudRepository[Key]):
         )
         return result.scalars().all()
 
-    async def blocked_since(self, site_id: UUID, since: datetime) -> Sequence[UUID]:
-        """Keys a reader must refuse although their credentials may still be valid:
-        revoked or expired (ended early, or out of uses) within ``since``, or suspended."""
+    async def blocked(
+        self, site_id: UUID, now: datetime, *, mobile_lifetime: timedelta, limit: int
+    ) -> Sequence[UUID]:
+        """Keys a reader must refuse because some credential issued for them may still be
+        in date: suspended, or revoked or used up while one could be — a phone's until
+        ``mobile_lifetime`` after the change, a guest pass until the key's end; never past
+        the key's end, which bounds every credential. Most recently changed first, at
+        most ``limit``.
+
+        Whatever their number, every such key is here: none falls off for newer ones."""
+        changed = func.coalesce(Key.revoked_at, Key.updated_at)
+        in_date = or_(Key.ends_at.is_(None), Key.ends_at > now)
+        may_hold = or_(changed > now - mobile_lifetime, Key.pass_id.is_not(None))
         result = await self.session.execute(
             select(Key.id)
             .where(
                 Key.site_id == site_id,
                 or_(
                     Key.status == KeyStatus.SUSPENDED,
-                    (Key.status == KeyStatus.REVOKED) & (Key.revoked_at >= since),
-                    (Key.status == KeyStatus.EXPIRED) & (Key.updated_at >= since),
+                    Key.status.in_((KeyStatus.REVOKED, KeyStatus.EXPIRED)) & in_date & may_hold,
                 ),
             )
-            .order_by(Key.id.desc())
-            .limit(5000)
+            .order_by(changed.desc(), Key.id)
+            .limit(limit)
         )
         return result.scalars().all()
 

@@ -4,6 +4,10 @@ credentials for offline readers.
 A resident reaches only what their keys reach. An entrance their keys do not cover at a
 site where they hold no key is "not found"; at their own site, a refusal names its
 reason and is written to the access log, like every grant.
+
+What a resident does is recorded under the person record they act through (the holder
+of the key used, shared or given), never their phone number; the keys they give are
+named as they typed or by a neutral default.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from sesame.models import (
     Household,
     Key,
     KeyKind,
+    KeyReason,
     KeyStatus,
     Person,
     PersonKind,
@@ -43,11 +48,14 @@ from sesame.models import (
     TargetKind,
 )
 from sesame.outbox import repository as outbox
+from sesame.outbox.actor import acting_as
 from sesame.people.repository import HouseholdRepository, PersonRepository
 from sesame.runtime import Runtime
 from sesame.sites.repository import EntranceRepository, SiteRepository
 
 UTC_ZONE = ZoneInfo("UTC")  # stands in when no key has a schedule to read
+SHARED_KEY_NAME = "Shared key"
+GUEST_PASS_NAME = "Guest pass"  # noqa: S105 - a label, not a password
 
 PLATFORM = TenantScope.platform()
 
@@ -139,24 +147,21 @@ async def open_entrance(
         action,
         params,
         ttl_seconds=ttl_seconds,
-        requested_by=principal.idempotency_scope,
+        requested_by=principal.reference(chosen.person_id),
         locked=True,
     )
     event.result, event.key_id, event.device_id = AccessResult.GRANTED, chosen.id, device.id
     event.action_attempt_id = attempt.id
     await log.add_many([event])
-    await outbox.append(
-        session,
-        [
-            key_message(
-                "key.used",
-                chosen,
-                method="remote",
-                entrance_id_used=entrance.id,
-                action_attempt_id=attempt.id,
-            )
-        ],
+    used = key_message(
+        "key.used",
+        chosen,
+        method="remote",
+        entrance_id_used=entrance.id,
+        action_attempt_id=attempt.id,
     )
+    used["payload"]["actor"] = principal.actor(chosen.person_id)
+    await outbox.append(session, [used])
     return attempt, command
 
 
@@ -206,7 +211,7 @@ async def share(
         site_id=parent.site_id,
         person_id=person.id,
         kind=KeyKind.HOUSEHOLD,
-        name=f"shared by {principal.phone}",
+        name=request.key_name or SHARED_KEY_NAME,
         target_kind=TargetKind.UNIT,
         building_id=parent.building_id,
         unit_id=parent.unit_id,
@@ -214,14 +219,15 @@ async def share(
         ends_at=ends,
         parent_key_id=parent.id,
         uses_count=0,
-        issued_by=principal.idempotency_scope,
+        issued_by=principal.reference(parent.person_id),
         issued_by_person_id=parent.person_id,
         status=KeyStatus.ACTIVE,
     )
     key.status = initial_status(key, now)
     session.add(key)
     await session.flush()
-    await outbox.append(session, [key_message("key.shared", key)])
+    with acting_as(principal.actor(parent.person_id)):
+        await outbox.append(session, [key_message("key.shared", key)])
     await schedule.follow(session, runtime, [key])
     return key
 
@@ -289,7 +295,7 @@ async def guest_pass(
         site_id=entrance.site_id,
         person_id=guest.id,
         kind=KeyKind.GUEST,
-        name=f"guest of {principal.phone}",
+        name=request.key_name or GUEST_PASS_NAME,
         target_kind=TargetKind.ENTRANCE,
         entrance_id=entrance.id,
         building_id=entrance.building_id,
@@ -299,7 +305,7 @@ async def guest_pass(
         max_uses=request.max_uses,
         uses_count=0,
         parent_key_id=host.id,
-        issued_by=principal.idempotency_scope,
+        issued_by=principal.reference(host.person_id),
         issued_by_person_id=host.person_id,
         pass_id=uuid.uuid4(),
         status=KeyStatus.ACTIVE,
@@ -309,22 +315,14 @@ async def guest_pass(
     await session.flush()
     token = await credentials.guest_pass(session, runtime, key, site, entrance.id)
     await schedule.follow(session, runtime, [key])
-    await outbox.append(
-        session,
-        [
-            key_message("key.issued", key, reason="guest_pass"),
-            credentials.issued_message(
-                key,
-                [
-                    {
-                        "credential_id": key.pass_id,
-                        "entrance_id": entrance.id,
-                        "uses": key.max_uses or 1,
-                    }
-                ],
-            ),
-        ],
+    issued = credentials.issued_message(
+        key, [{"credential_id": key.pass_id, "entrance_id": entrance.id, "uses": key.max_uses or 1}]
     )
+    with acting_as(principal.actor(host.person_id)):
+        await outbox.append(
+            session,
+            [key_message("key.issued", key, reason=KeyReason.GUEST_PASS.value), issued],
+        )
     return key, token
 
 
@@ -335,7 +333,8 @@ async def revoke_issued(
     key = await KeyRepository(session).by_id(key_id)
     if key is None or key.issued_by_person_id not in principal.person_ids:
         raise NotFound("key not found")
-    await revoke(session, runtime, key, f"revoked by {principal.idempotency_scope}")
+    with acting_as(principal.actor(key.issued_by_person_id)):
+        await revoke(session, runtime, key, KeyReason.REVOKED_BY_RESIDENT)
 
 
 async def mobile_credentials(
@@ -358,7 +357,9 @@ async def mobile_credentials(
         )
         issued.extend({"key_id": key.id, **token} for token in tokens)
         if tokens:
-            messages.append(credentials.issued_message(key, tokens))
+            message = credentials.issued_message(key, tokens)
+            message["payload"]["actor"] = principal.actor(key.person_id)
+            messages.append(message)
     await outbox.append(session, messages)
     return issued
 

@@ -125,6 +125,9 @@ class KeyQuery(ListQuery):
 class ShareRequest(Window):
     phone: Phone
     name: Name
+    key_name: Name | None = Field(
+        None, description="What to call the key; staff see it. By default 'Shared key'."
+    )
 
 
 class GuestPassRequest(Window):
@@ -132,6 +135,9 @@ class GuestPassRequest(Window):
     guest_name: Name
     guest_phone: Phone | None = None
     max_uses: int = Field(1, ge=1, le=100)
+    key_name: Name | None = Field(
+        None, description="What to call the pass; staff see it. By default 'Guest pass'."
+    )
 
 
 class GuestPass(BaseModel):

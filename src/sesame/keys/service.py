@@ -29,7 +29,7 @@ from sesame.keys.schemas import KeyCreate
 from sesame.kit.db import after_commit
 from sesame.kit.errors import FieldError, NotFound, ValidationFailed
 from sesame.kit.repository import TenantScope
-from sesame.models import Entrance, Key, KeyKind, KeyStatus, Site, TargetKind
+from sesame.models import Entrance, Key, KeyKind, KeyReason, KeyStatus, Site, TargetKind
 from sesame.outbox import repository as outbox
 from sesame.people.repository import PersonRepository
 from sesame.runtime import Runtime
@@ -66,8 +66,10 @@ def initial_status(key: Key, now: datetime) -> KeyStatus:
     return effective_status(key, now)
 
 
-async def revoke(session: AsyncSession, runtime: Runtime, key: Key, reason: str) -> list[Key]:
-    """Revoke a key and the keys shared from it; readers hear of it after the commit."""
+async def revoke(session: AsyncSession, runtime: Runtime, key: Key, reason: KeyReason) -> list[Key]:
+    """Revoke a key and the keys shared from it; readers hear of it after the commit.
+
+    The reason is a code, stored and recorded as is: who revoked is the event's actor."""
     now = runtime.clock.now()
     revoked = []
     pending = [key]
@@ -77,11 +79,13 @@ async def revoke(session: AsyncSession, runtime: Runtime, key: Key, reason: str)
             continue
         current.status = KeyStatus.REVOKED
         current.revoked_at = now
-        current.revoked_reason = reason
+        current.revoked_reason = reason.value
         revoked.append(current)
         pending += list(await KeyRepository(session).children(current.id))
     await session.flush()
-    await outbox.append(session, [key_message("key.revoked", k, reason=reason) for k in revoked])
+    await outbox.append(
+        session, [key_message("key.revoked", k, reason=reason.value) for k in revoked]
+    )
     await schedule.follow(session, runtime, revoked)  # no more timing; its PIN codes go
     announce(session, runtime, {k.site_id for k in revoked})
     return revoked
@@ -136,7 +140,7 @@ class KeyService(CrudService[Key]):
             max_uses=data.max_uses,
             uses_count=0,
             carrier=data.carrier,
-            issued_by=self.principal.idempotency_scope,
+            issued_by=self.principal.reference(),
         )
         await self._target(key, data)
         if key.partner_id != person.partner_id:
@@ -240,6 +244,9 @@ class KeyService(CrudService[Key]):
         """Revoke: the key stays, as evidence, with ``revoked_at``."""
         self.principal.require(self.group, Action.WRITE)
         key: Key = await self.visible(self.repository, object_id, self.noun)
-        await revoke(
-            self.session, self.runtime, key, f"revoked by {self.principal.idempotency_scope}"
+        reason = (
+            KeyReason.REVOKED_BY_PARTNER
+            if self.principal.kind == "api_key"
+            else KeyReason.REVOKED_BY_STAFF
         )
+        await revoke(self.session, self.runtime, key, reason)

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from sesame.devices import protocol
 from sesame.devices.repository import DeviceRepository
-from sesame.keys.credentials import trust_document
+from sesame.keys.credentials import trust_documents
 from sesame.kit.db import commit, write_intent
 from sesame.kit.logging import get_logger
 from sesame.kit.repository import TenantScope
@@ -31,11 +31,11 @@ async def _publish(runtime: Runtime, site: Site, devices: list[Device]) -> int:
     sent = 0
     with write_intent():  # the first document of a site creates its signing key
         async with runtime.session_factory() as session:
-            documents = [
-                (d, await trust_document(session, runtime, site, d.entrance_id)) for d in devices
-            ]
+            documents = await trust_documents(
+                session, runtime, site, [d.entrance_id for d in devices]
+            )
             await commit(session)
-    for device, document in documents:
+    for device, document in zip(devices, documents, strict=True):
         await gateway.publish(
             protocol.topic(device.id, protocol.Channel.TRUST),
             protocol.encode(document),

@@ -6,7 +6,9 @@ restarted in a loop, and clients retried into it. Here every log call goes throu
 guard: whatever a processor, the renderer, argument interpolation or the write does, the
 call returns ``None``, a fallback line goes to stderr and ``sesame_log_failures_total``
 counts it. Secrets never reach the output: values under well-known secret keys are
-redacted before rendering.
+redacted before rendering. Contact details never do either: every string value (the
+event, its fields, a rendered traceback) has its phone numbers and e-mail addresses
+masked, ``+82******78`` and ``a***@example.com``, whatever the key it sits under.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -47,6 +50,13 @@ SECRET_KEYS = frozenset(
     }
 )
 REDACTED = "[redacted]"
+UNMASKABLE = "[unmaskable]"
+
+# E.164-looking numbers (a plus sign, then 8 digits or more) and e-mail addresses,
+# wherever they appear in a string; a time zone offset (``+09:00``) is too short to match.
+_PHONE = re.compile(r"\+([1-9]\d{7,})")
+_EMAIL = re.compile(r"(?<![\w.+-])([\w.+-])[\w.+-]*@((?:[\w-]+\.)+[\w-]{2,})")
+_MASK_DEPTH = 6
 
 _SYNC_METHODS = (
     "debug",
@@ -142,9 +152,42 @@ def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
     return event_dict
 
 
+def mask_contact(text: str) -> str:
+    """``text`` with every phone number and e-mail address in it masked."""
+    if "+" in text:
+        text = _PHONE.sub(lambda m: f"+{m[1][:2]}******{m[1][-2:]}", text)
+    if "@" in text:
+        text = _EMAIL.sub(lambda m: f"{m[1]}***@{m[2]}", text)
+    return text
+
+
+def _masked(value: Any, depth: int = 0) -> Any:
+    kind = type(value)
+    if kind is str or isinstance(value, str):
+        return mask_contact(str(value))
+    if depth >= _MASK_DEPTH:
+        return value if kind in (int, float, bool) or value is None else UNMASKABLE
+    if isinstance(value, Mapping):
+        return {k: _masked(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_masked(v, depth + 1) for v in value]
+    return value
+
+
+def mask_personal(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Mask contact details in every value; a value that cannot be read is replaced, so
+    the line is still written and says nothing it should not."""
+    for key in list(event_dict):
+        try:
+            event_dict[key] = _masked(event_dict[key])
+        except Exception:
+            event_dict[key] = UNMASKABLE
+    return event_dict
+
+
 def _json_default(value: Any) -> str:
     try:
-        return str(value)
+        return mask_contact(str(value))
     except Exception:
         return f"<unrepresentable {type(value).__name__}>"
 
@@ -188,6 +231,7 @@ def configure_logging(
         *extra_processors,
         redact_secrets,
         structlog.processors.format_exc_info,
+        mask_personal,
     ]
     if fmt == "console":
         renderer: Processor = structlog.dev.ConsoleRenderer(colors=False)

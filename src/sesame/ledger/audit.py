@@ -241,7 +241,7 @@ class Auditor:
 
     def _gave(self, actor: dict[str, Any], life: KeyLife) -> bool:
         parent = self.keys.get(life.parent or "")
-        return parent is not None and parent.person in (actor.get("persons") or [])
+        return parent is not None and parent.person in _persons(actor)
 
     def _check_issuer(
         self,
@@ -268,7 +268,7 @@ class Auditor:
                     index, "issued_without_right", key_id, "a resident shares from a key they hold"
                 )
                 return
-            if parent.person not in (actor.get("persons") or []):
+            if parent.person not in _persons(actor):
                 self.flag(index, "issued_without_right", key_id, "the parent key is not theirs")
             why = parent.refusal(at)
             if why in ("revoked", "suspended", "expired"):
@@ -283,6 +283,14 @@ class Auditor:
         self.report.root = self.tree.root()
         self.report.expected_root = expected_root
         return self.report
+
+
+def _persons(actor: dict[str, Any]) -> list[Any]:
+    """The person records a resident actor acted through: ``person`` (one, since entries
+    stopped linking a resident's records across partners) or, in older entries,
+    ``persons``."""
+    persons = list(actor.get("persons") or [])
+    return [actor["person"], *persons] if actor.get("person") else persons
 
 
 def audit(

@@ -18,7 +18,9 @@ canonical bytes of the whole object are what the log hashes.
      "partner": "…", "sig": {"ed25519": "…", "kid": "1f2e3d4c"}, "site": "…",
      "subject": {"key": "…"}, "type": "key.revoked", "v": 1}
 
-Identifiers are opaque UUIDs; no names, phone numbers or codes are ever recorded.
+Identifiers are opaque UUIDs; no names, phone numbers or codes are ever recorded: each
+topic keeps only the fields its allow-list (``FIELDS``) names, fields such as ``reason``
+only with a value from a fixed set of codes, and the actor only its kind's opaque ids.
 """
 
 from __future__ import annotations
@@ -31,41 +33,169 @@ from uuid import UUID
 import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from prometheus_client import Counter
 
+from sesame.kit.logging import get_logger
 from sesame.ledger.note import Signer, Verifier
+from sesame.models import (
+    AccessMethod,
+    DeviceKind,
+    DeviceStatus,
+    KeyKind,
+    KeyReason,
+    TargetKind,
+)
+
+log = get_logger("sesame.ledger")
 
 VERSION = 1
 CONTEXT = b"sesame-ledger-entry/v1\n"
 MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER
 
-# Domain events the ledger records; the others (device events, attempts) stay in the outbox.
-TOPICS = frozenset(
-    {
-        "key.issued",
-        "key.shared",
-        "key.activated",
-        "key.suspended",
-        "key.resumed",
-        "key.revoked",
-        "key.expired",
-        "key.used",
-        "credential.issued",
-        "pin_code.set",
-        "pin_code.removed",
-        "pin_code.externally_modified",
-        "device.provisioned",
-        "device.decommissioned",
-        "device.credentials_rotated",
-    }
+# What the ledger records of each domain event, field by field: an append-only public log
+# cannot forget, so nothing enters it unless listed here. Events of other topics (device
+# events, attempts) stay in the outbox; a field not listed is dropped and counted.
+_KEY = (
+    "person_id",
+    "kind",
+    "target_kind",
+    "unit_id",
+    "building_id",
+    "entrance_id",
+    "starts_at",
+    "ends_at",
+    "max_uses",
+    "parent_key_id",
 )
-# Fields some domain events carry that an append-only public log must never hold (a log
-# cannot forget): labels people type and contact details.
-PRIVATE_FIELDS = frozenset({"name", "phone", "email", "display_name", "note"})
+_PIN = ("device_id", "key_id", "person_id", "slot")
+_DEVICE = ("kind", "status")
+FIELDS: dict[str, frozenset[str]] = {
+    "key.issued": frozenset((*_KEY, "reason")),
+    "key.shared": frozenset(_KEY),
+    "key.activated": frozenset(_KEY),
+    "key.suspended": frozenset(_KEY),
+    "key.resumed": frozenset(_KEY),
+    "key.revoked": frozenset((*_KEY, "reason")),
+    "key.expired": frozenset(_KEY),
+    "key.used": frozenset(
+        (
+            *_KEY,
+            "method",
+            "entrance_id_used",
+            "action_attempt_id",
+            "device_id",
+            "credential_id",
+            "occurred_at",
+        )
+    ),
+    "credential.issued": frozenset({"key_id", "person_id", "credentials"}),
+    "pin_code.set": frozenset(_PIN),
+    "pin_code.removed": frozenset(_PIN),
+    "pin_code.externally_modified": frozenset(_PIN),
+    "device.provisioned": frozenset(_DEVICE),
+    "device.decommissioned": frozenset(_DEVICE),
+    "device.credentials_rotated": frozenset(_DEVICE),
+}
+TOPICS = frozenset(FIELDS)
+# Fields inside a field: each credential of ``credential.issued``.
+NESTED_FIELDS = {"credentials": frozenset({"id", "entrance_id", "expires_at", "uses"})}
+# Fields whose value must be one of a few codes, never free text; another value is dropped.
+CODES = {
+    "reason": frozenset(reason.value for reason in KeyReason),
+    "method": frozenset(method.value for method in AccessMethod),
+    "kind": frozenset((*(k.value for k in KeyKind), *(k.value for k in DeviceKind))),
+    "target_kind": frozenset(target.value for target in TargetKind),
+    "status": frozenset(status.value for status in DeviceStatus),
+}
+# Who acted: the kinds of actor and what is kept of each (opaque ids and roles).
+ACTOR_FIELDS = {
+    "staff": frozenset({"kind", "id", "role"}),
+    "api_key": frozenset({"kind", "id", "partner", "scopes"}),
+    "resident": frozenset({"kind", "person"}),
+    "device": frozenset({"kind", "id"}),
+    "system": frozenset({"kind"}),
+}
+DROPPED = Counter(
+    "sesame_ledger_fields_dropped_total",
+    "Fields of domain events left out of the ledger because no allow-list names them",
+    ["topic", "field"],
+)
 SUBJECTS = {"key": "key", "credential": "key", "pin_code": "pin_code", "device": "device"}
 
 
 class EntryError(ValueError):
     """Bytes that are not a well-formed, canonical ledger entry."""
+
+
+class UnlistedTopic(EntryError):
+    """A domain event of a topic the ledger has no allow-list for: it is never recorded."""
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _dropped(topic: str, field: str) -> None:
+    """Count a field left out; say so once per process and field, so a new field that
+    should be recorded is noticed, without a line per event."""
+    DROPPED.labels(topic=topic, field=field).inc()
+    if (topic, field) not in _warned:
+        _warned.add((topic, field))
+        log.warning("ledger_field_dropped", topic=topic, field=field)
+
+
+def _is_id(field: str) -> bool:
+    return field == "id" or field.endswith("_id")
+
+
+def _opaque(value: Any) -> bool:
+    """An identifier field holds a UUID (or nothing), never text a device or person chose."""
+    if value is None or isinstance(value, UUID):
+        return True
+    try:
+        UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _kept(topic: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``payload`` that the topic's allow-list names; coded ones only with a
+    known code, identifiers only when they are UUIDs."""
+    allowed = FIELDS[topic]
+    data: dict[str, Any] = {}
+    for field, value in payload.items():
+        if field not in allowed:
+            _dropped(topic, field)
+        elif field in CODES and value is not None and str(value) not in CODES[field]:
+            _dropped(topic, f"{field}=<not a code>")
+        elif _is_id(field) and not _opaque(value):
+            _dropped(topic, f"{field}=<not an id>")
+        elif field in NESTED_FIELDS and isinstance(value, list):
+            inner = NESTED_FIELDS[field]
+            data[field] = [
+                {k: v for k, v in item.items() if k in inner and (not _is_id(k) or _opaque(v))}
+                for item in value
+                if isinstance(item, dict)
+            ]
+        else:
+            data[field] = value
+    return data
+
+
+def _actor(topic: str, actor: Any) -> dict[str, Any]:
+    """Who acted, reduced to the opaque ids its kind allows; an unknown kind is ``system``."""
+    if not isinstance(actor, dict) or actor.get("kind") not in ACTOR_FIELDS:
+        if actor is not None:
+            _dropped(topic, "actor")
+        return {"kind": "system"}
+    allowed = ACTOR_FIELDS[actor["kind"]]
+    kept = {}
+    for field, value in actor.items():
+        if field in allowed and (field not in ("id", "person", "partner") or _opaque(value)):
+            kept[field] = value
+        else:
+            _dropped(topic, f"actor.{field}")
+    return kept
 
 
 def _plain(value: Any) -> Any:
@@ -109,10 +239,14 @@ def build(
     payload: dict[str, Any],
 ) -> dict[str, Any]:
     """The entry for one outbox message, without its position and signature: exactly
-    what is signed."""
-    data = {k: v for k, v in payload.items() if k not in PRIVATE_FIELDS}
-    actor = data.pop("actor", None) or {"kind": "system"}
-    site = data.pop("site_id", None)
+    what is signed. Only what the topic's allow-list names is kept; a topic without one
+    is refused (``UnlistedTopic``)."""
+    if topic not in FIELDS:
+        raise UnlistedTopic(f"the ledger records no {topic!r} events")
+    payload = dict(payload)
+    actor = _actor(topic, payload.pop("actor", None))
+    site = payload.pop("site_id", None)
+    data = _kept(topic, payload)
     noun = SUBJECTS.get(topic.split(".", 1)[0], topic.split(".", 1)[0])
     subject_id = str(aggregate_id) if aggregate_id else None
     if topic == "credential.issued":

@@ -31,6 +31,18 @@ class KeyStatus(enum.StrEnum):
     REVOKED = "revoked"
 
 
+class KeyReason(enum.StrEnum):
+    """Why a key was issued or revoked: a code, never free text, since it is recorded in
+    the ledger (which cannot forget) and shown to staff."""
+
+    MOVE_IN = "move_in"
+    GUEST_PASS = "guest_pass"  # noqa: S105 - a reason code, not a password
+    MOVED_OUT = "moved_out"
+    REVOKED_BY_STAFF = "revoked_by_staff"
+    REVOKED_BY_PARTNER = "revoked_by_partner"  # through a partner API key
+    REVOKED_BY_RESIDENT = "revoked_by_resident"
+
+
 class TargetKind(enum.StrEnum):
     """What a key opens: every shared entrance of a site, of a building, a unit (with its
     building's and site's shared entrances), or one entrance."""
@@ -77,13 +89,15 @@ class Key(IdMixin, TimestampMixin, Base):
     )
     parent_key_id: Mapped[UUID | None] = mapped_column(ForeignKey("keys.id", ondelete="SET NULL"))
     carrier: Mapped[str | None] = mapped_column(String(100))  # courier keys: the carrier account
-    issued_by: Mapped[str | None] = mapped_column(String(120))  # the principal that issued it
+    # Who issued it, as an opaque reference: ``staff:<id>``, ``api_key:<id>``,
+    # ``resident:<person id>`` or ``household``; never a phone number or a name.
+    issued_by: Mapped[str | None] = mapped_column(String(120))
     issued_by_person_id: Mapped[UUID | None] = mapped_column(
         ForeignKey("people.id", ondelete="SET NULL")
     )
     pass_id: Mapped[UUID | None]  # the credential id of a guest's QR pass, stable for its life
     revoked_at: Mapped[datetime | None]
-    revoked_reason: Mapped[str | None] = mapped_column(String(200))
+    revoked_reason: Mapped[str | None] = mapped_column(String(200))  # a KeyReason
 
 
 class SiteSigningKey(IdMixin, Base):

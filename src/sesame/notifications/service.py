@@ -291,7 +291,7 @@ class CampaignService(CrudService[Campaign]):
             content={lang: text.model_dump() for lang, text in data.content.items()},
             send_at=send_at,
             status=CampaignStatus.SCHEDULED,
-            created_by=self.principal.idempotency_scope,
+            created_by=self.principal.reference(),
             recipients=0,
         )
 
