@@ -42,11 +42,13 @@ DbSession = Annotated[AsyncSession, Depends(_session)]
 
 async def _principal(
     request: Request,
-    session: DbSession,
     runtime: AppRuntime,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    principal = await authenticate(request, session, runtime)
+    # Read outside the request's transaction: on SQLite a writing request holds the
+    # write lock from its first statement, and the endpoint may hash a password first.
+    async with runtime.read_session_factory() as reader:
+        principal = await authenticate(request, reader, runtime)
     if principal is None:
         raise Unauthorized("authentication required")
     bind_actor(principal.actor())  # recorded on the request's domain events

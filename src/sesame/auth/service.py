@@ -36,6 +36,7 @@ from sesame.auth.repository import (
     SessionRepository,
 )
 from sesame.auth.tokens import TokenKind, issue_access_token
+from sesame.kit.db import after_commit
 from sesame.kit.errors import (
     FieldError,
     InvalidCredentials,
@@ -145,24 +146,42 @@ async def start_session(
 async def login(
     session: AsyncSession, runtime: Runtime, *, email: str, password: str, client_address: str
 ) -> IssuedTokens:
+    """Check a password with no transaction open, then write what follows from it.
+
+    argon2id takes most of a second, and on SQLite the request's transaction holds the
+    one write lock from its first statement: counters and the account are read in a
+    session that writes nothing, the hash is checked (or redone) outside any
+    transaction, and only then does ``session`` write the failure counts (committed by
+    the edge, ``keep_changes``) or the new session.
+    """
     settings = runtime.settings
-    limiter = RateLimiter(session, runtime)
     account_key = RateLimiter.key("login-account", email)
     address_key = RateLimiter.key("login-address", client_address)
-    await limiter.check(account_key, settings.login_attempts_per_account)
-    await limiter.check(address_key, settings.login_attempts_per_address)
-    staff = await StaffRepository(session).by_email(email)
+    async with runtime.read_session_factory() as reader:
+        limiter = RateLimiter(reader, runtime)
+        await limiter.check(account_key, settings.login_attempts_per_account)
+        await limiter.check(address_key, settings.login_attempts_per_address)
+        found = await StaffRepository(reader).by_email(email)
     passwords = runtime.passwords
-    password_ok = await passwords.verify(staff.password_hash if staff else None, password)
-    if staff is None or not password_ok or not staff.is_active:
-        await limiter.hit(account_key, settings.login_attempts_per_account)
-        await limiter.hit(address_key, settings.login_attempts_per_address)
+    stored_hash = found.password_hash if found else None
+    password_ok = await passwords.verify(stored_hash, password)
+    if found is None or not password_ok or not found.is_active:
+        await _count_login_failure(session, runtime, account_key, address_key)
         log.info("login_failed", client=client_address)
         raise InvalidCredentials("wrong email or password", keep_changes=True)
+    # Made at another cost (the installation changed it): redone at today's.
+    new_hash = (
+        await passwords.hash(password)
+        if stored_hash and passwords.needs_rehash(stored_hash)
+        else None
+    )
+    staff = await StaffRepository(session).by_id(found.id)
+    if staff is None or not staff.is_active or staff.password_hash != stored_hash:
+        # Changed between the check and now: the password checked is no longer the one.
+        raise InvalidCredentials("wrong email or password")
     staff.last_login_at = runtime.clock.now()
-    if staff.password_hash and passwords.needs_rehash(staff.password_hash):
-        # Made at another cost (the installation changed it): redone at today's.
-        staff.password_hash = await passwords.hash(password)
+    if new_hash is not None:
+        staff.password_hash = new_hash
     log.info("login_succeeded", staff_id=str(staff.id))
     return await start_session(
         session,
@@ -172,6 +191,15 @@ async def login(
         staff_id=staff.id,
         client_address=client_address,
     )
+
+
+async def _count_login_failure(
+    session: AsyncSession, runtime: Runtime, account_key: str, address_key: str
+) -> None:
+    settings = runtime.settings
+    limiter = RateLimiter(session, runtime)
+    await limiter.hit(account_key, settings.login_attempts_per_account)
+    await limiter.hit(address_key, settings.login_attempts_per_address)
 
 
 async def refresh(session: AsyncSession, runtime: Runtime, *, refresh_token: str) -> IssuedTokens:
@@ -269,9 +297,14 @@ async def request_code(
     )
     if await OtpRepository(session).person_ids_for_phone(phone):
         minutes = max(1, settings.otp_ttl_seconds // 60)
-        await runtime.sms_sender.send(
-            phone, f"[Sesame] 인증번호 {code} ({minutes}분 안에 입력) / code {code}"
-        )
+        text = f"[Sesame] 인증번호 {code} ({minutes}분 안에 입력) / code {code}"
+
+        async def send() -> None:
+            await runtime.sms_sender.send(phone, text)
+
+        # A call out, so after the commit: never while holding the write lock, and
+        # never a code that was not stored. An SMS outage still reaches the caller.
+        after_commit(session, send, must_succeed=True)
     log.info("otp_requested", client=client_address)
     return expires_at
 
