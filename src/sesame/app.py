@@ -150,5 +150,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for router in API_ROUTERS:
         # Included one level deep: FastAPI matches nested routers level by level.
         app.include_router(router)
-    app.add_middleware(ObservabilityMiddleware, skip_access_log=frozenset({"/healthz", "/metrics"}))
+    settings = runtime.settings
+    app.add_middleware(
+        ObservabilityMiddleware,
+        skip_access_log=frozenset({"/healthz", "/metrics"}),
+        trusted_proxies=settings.trusted_proxies,
+    )
     return app

@@ -186,6 +186,9 @@ def _run_uvicorn(settings: Settings) -> None:
         http="httptools",
         log_config=None,
         access_log=False,
+        # X-Forwarded-For is Sesame's to read, from SESAME_TRUSTED_PROXIES only: uvicorn
+        # would otherwise believe it from any local peer.
+        proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
 

@@ -8,11 +8,18 @@ is printed in this file.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Public on purpose: refused outside development mode.
 DEVELOPMENT_SECRET_KEY = "sesame-development-secret-key-do-not-use-in-production"  # noqa: S105
@@ -57,6 +64,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     public_url: str = "http://127.0.0.1:8000"
+    # Peers whose X-Forwarded-For is believed (addresses or networks); none by default.
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
 
     # Secrets and tokens
     secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET_KEY)
@@ -150,6 +159,13 @@ class Settings(BaseSettings):
     alert_relay_lag_seconds: float = Field(default=120.0, gt=0)
     alert_failure_ratio: float = Field(default=0.25, gt=0, le=1)
     alert_min_samples: int = Field(default=20, ge=1)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("default_time_zone")
     @classmethod

@@ -1,0 +1,183 @@
+"""The HTTP edge as `sesame serve` runs it: what clients control before any endpoint runs
+(the addresses they claim, bodies and their pace, the path) is bounded and never trusted
+or logged as sent."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sesame.app import create_app
+from sesame.auth.sms import MemorySmsSender
+from sesame.migrations import upgrade
+from sesame.runtime import build_runtime
+from tests.conftest import test_settings
+from tests.support import ServerProcess, free_port, unique_phone
+
+MAX_BODY_BYTES = 4096
+OTP_REQUESTS_PER_ADDRESS = 5
+
+
+class Served:
+    def __init__(self, server: ServerProcess, log: Path) -> None:
+        self.server = server
+        self.base_url = server.base_url
+        self.port = server.port
+        self.log = log
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                lines.append(json.loads(line))
+        return lines
+
+    def access_log(self, until: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+        """The access-log lines, once ``until`` holds for them (a line is written just
+        after its response is sent)."""
+        deadline = time.monotonic() + 15
+        while True:
+            lines = [line for line in self.log_lines() if line["event"] == "http_request"]
+            if until(lines) or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    directory = tmp_path_factory.mktemp("edge")
+    database_url = f"sqlite+aiosqlite:///{directory / 'edge.db'}"
+    upgrade(database_url)
+    log = directory / "server.log"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SESAME_")}
+    env.update(
+        {
+            "SESAME_ENV": "development",
+            "SESAME_DATABASE_URL": database_url,
+            "SESAME_GATEWAY_ENABLED": "false",
+            "SESAME_WORKER_ENABLED": "false",
+            "SESAME_LEDGER_ENABLED": "false",
+            "SESAME_NOTIFY_ENABLED": "false",
+            "SESAME_LOG_LEVEL": "info",
+            "SESAME_LOG_FORMAT": "json",
+            "SESAME_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+            "SESAME_REQUEST_BODY_TIMEOUT_SECONDS": "1",
+            "SESAME_OTP_REQUESTS_PER_ADDRESS": str(OTP_REQUESTS_PER_ADDRESS),
+            "SESAME_TEST_LOG": str(log),
+            "SESAME_TEST_CWD": str(directory),
+        }
+    )
+    server = ServerProcess(env, free_port())
+    try:
+        server.wait_ready()
+        yield Served(server, log)
+    finally:
+        server.stop()
+
+
+def test_a_guest_pass_token_in_the_path_never_reaches_the_logs_or_metrics(
+    served: Served,
+) -> None:
+    """A guest's link is the pass itself: the access log shows the route with the token
+    redacted, for a mistyped link too, and metrics label it by route template."""
+    token = ".".join(secrets.token_urlsafe(n) for n in (24, 120, 64))
+    with httpx.Client(base_url=served.base_url, timeout=10) as client:
+        assert client.get(f"/v1/passes/{token}", params={"image": "svg"}).status_code == 200
+        assert client.get(f"/v1/pass/{token}").status_code == 404
+        site = "0b9d8a4e-3c1f-4d2a-9e6b-7f5a4c3b2a10"
+        assert client.get(f"/v1/sites/{site}").status_code == 401
+        metrics = client.get("/metrics").text
+    lines = served.access_log(until=lambda lines: any(site in str(x) for x in lines))
+    written = served.log.read_text(errors="replace")
+    assert all(part not in written for part in token.split("."))
+    paths = [line.get("path") for line in lines]
+    assert "/v1/passes/[redacted]" in paths
+    assert "/v1/pass/[redacted]" in paths
+    assert f"/v1/sites/{site}" in paths  # ids stay, for operators
+    assert token not in metrics
+    assert 'route="/v1/passes/{token}"' in metrics
+
+
+def test_forwarded_for_from_an_untrusted_local_peer_changes_no_address(served: Served) -> None:
+    """With no trusted proxies (the default), a client on the same host that claims a new
+    address in every request is still one address to the per-address limits."""
+    statuses = []
+    with httpx.Client(base_url=served.base_url, timeout=10) as client:
+        for n in range(OTP_REQUESTS_PER_ADDRESS + 3):
+            response = client.post(
+                "/v1/auth/codes",
+                json={"phone": unique_phone()},
+                headers={"X-Forwarded-For": f"203.0.113.{n + 1}"},
+            )
+            statuses.append(response.status_code)
+    assert statuses == [202] * OTP_REQUESTS_PER_ADDRESS + [429] * 3
+
+    def codes(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [line for line in lines if line.get("route") == "/v1/auth/codes"]
+
+    logged = codes(served.access_log(until=lambda lines: len(codes(lines)) == len(statuses)))
+    assert len(logged) == len(statuses)
+    assert {line.get("client") for line in logged} == {"127.0.0.1"}
+
+
+@pytest.fixture
+async def behind_proxies(database_url: str) -> AsyncIterator[Callable[[str], httpx.AsyncClient]]:
+    """An app whose trusted proxies are 10.9.0.0/16; clients connect from a given peer."""
+    runtime = build_runtime(
+        test_settings(
+            database_url,
+            trusted_proxies="10.9.0.0/16",
+            otp_requests_per_address=OTP_REQUESTS_PER_ADDRESS,
+        ),
+        sms_sender=MemorySmsSender(),
+    )
+    app = create_app(runtime=runtime)
+
+    def client_from(peer: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(peer, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://sesame.test")
+
+    try:
+        yield client_from
+    finally:
+        await runtime.close()
+
+
+async def _code_statuses(client: httpx.AsyncClient, forwarded_for: list[str]) -> list[int]:
+    statuses = []
+    async with client:
+        for value in forwarded_for:
+            response = await client.post(
+                "/v1/auth/codes", json={"phone": unique_phone()}, headers={"X-Forwarded-For": value}
+            )
+            statuses.append(response.status_code)
+    return statuses
+
+
+async def test_behind_a_trusted_proxy_the_right_most_untrusted_address_is_the_client(
+    behind_proxies: Callable[[str], httpx.AsyncClient],
+) -> None:
+    """Through the proxy, a client rotating what it writes in front of the proxy's own
+    entry is still one address; another client behind the same proxy has its own
+    budget; a peer outside the trusted networks is itself, whatever it claims."""
+    client = f"198.51.100.{secrets.randbelow(250) + 1}"
+    spoofed = [f"203.0.113.{n}, {client}, 10.9.0.8" for n in range(OTP_REQUESTS_PER_ADDRESS + 2)]
+    assert await _code_statuses(behind_proxies("10.9.0.2"), spoofed) == (
+        [202] * OTP_REQUESTS_PER_ADDRESS + [429] * 2
+    )
+    neighbour = f"192.0.2.{secrets.randbelow(250) + 1}"
+    assert await _code_statuses(behind_proxies("10.9.0.2"), [neighbour]) == [202]
+
+    outsider = f"10.8.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"
+    rotating = [f"203.0.113.{n}" for n in range(OTP_REQUESTS_PER_ADDRESS + 1)]
+    assert await _code_statuses(behind_proxies(outsider), rotating) == (
+        [202] * OTP_REQUESTS_PER_ADDRESS + [429]
+    )
