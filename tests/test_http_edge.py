@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +182,72 @@ async def test_behind_a_trusted_proxy_the_right_most_untrusted_address_is_the_cl
     assert await _code_statuses(behind_proxies(outsider), rotating) == (
         [202] * OTP_REQUESTS_PER_ADDRESS + [429]
     )
+
+
+def _raw_exchange(served: Served, request: bytes, *, body_chunks: Sequence[bytes] = ()) -> bytes:
+    """Send ``request`` on a raw connection, then each chunk; read until the server closes
+    the connection (it must, or the read times out and the test fails)."""
+    with socket.create_connection(("127.0.0.1", served.port), timeout=20) as sock:
+        sock.sendall(request)
+        for chunk in body_chunks:
+            sock.sendall(chunk)
+        received = b""
+        while data := sock.recv(65536):
+            received += data
+    return received
+
+
+def _json_answer(raw: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in header_lines)
+    }
+    return int(status_line.split()[1]), headers, json.loads(body)
+
+
+def test_a_body_over_the_limit_is_a_413_with_or_without_content_length(served: Served) -> None:
+    """Declared too large: refused before it is read. Chunked with no length: refused once
+    what arrived passes the limit. Both in the one error shape, both close the connection."""
+    with httpx.Client(base_url=served.base_url, timeout=10) as client:
+        declared = client.post(
+            "/v1/auth/login",
+            content=b'{"email": "a@b.test", "password": "' + b"x" * MAX_BODY_BYTES + b'"}',
+            headers={"Content-Type": "application/json"},
+        )
+        within = client.post("/v1/auth/login", json={"email": "a@b.test", "password": "x" * 100})
+    assert declared.status_code == 413
+    assert declared.json()["type"] == "payload_too_large"
+    assert within.status_code == 401
+
+    chunk = b"x" * 1024
+    chunks = [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * (MAX_BODY_BYTES // len(chunk) + 2)
+    raw = _raw_exchange(
+        served,
+        b"POST /v1/auth/login HTTP/1.1\r\nHost: sesame.test\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        body_chunks=chunks,
+    )
+    status, headers, body = _json_answer(raw)
+    assert status == 413
+    assert body["type"] == "payload_too_large"
+    assert headers["connection"] == "close"
+
+
+def test_a_body_that_does_not_arrive_in_time_is_a_408_and_the_connection_closes(
+    served: Served,
+) -> None:
+    """Half a body, then silence: answered 408 at the body deadline and closed, instead of
+    holding the connection as long as the client likes."""
+    raw = _raw_exchange(
+        served,
+        b"POST /v1/auth/login HTTP/1.1\r\nHost: sesame.test\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+        b'{"email": "a@b.test", ',
+    )
+    status, headers, body = _json_answer(raw)
+    assert status == 408
+    assert body["type"] == "request_timeout"
+    assert body["request_id"]
+    assert headers["connection"] == "close"

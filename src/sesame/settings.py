@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     # Peers whose X-Forwarded-For is believed (addresses or networks); none by default.
     trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    request_body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     # Secrets and tokens
     secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET_KEY)
