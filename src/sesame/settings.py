@@ -86,7 +86,8 @@ class Settings(BaseSettings):
     otp_requests_per_phone: int = Field(default=5, ge=1)
     otp_requests_per_address: int = Field(default=20, ge=1)
     otp_verifications_per_address: int = Field(default=30, ge=1)
-    login_attempts_per_account: int = Field(default=10, ge=1)
+    login_attempts_per_account: int = Field(default=10, ge=1)  # from one address
+    login_attempts_per_account_all_addresses: int = Field(default=100, ge=1)
     login_attempts_per_address: int = Field(default=50, ge=1)
     rate_limit_window_seconds: int = Field(default=900, ge=1)
 

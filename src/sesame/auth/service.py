@@ -2,8 +2,9 @@
 
 What must hold:
 - a wrong password and an unknown account look the same, in answer and in time;
-- failed attempts are counted per account (or phone) and per client address, across
-  processes, and refused with 429 past the limit; the counts survive the refusal;
+- failed attempts are counted across processes and refused with 429 past the limit; the
+  counts survive the refusal; a stranger's failures never lock a user out of their
+  account from their own address (``LoginLimits``);
 - one-time codes are six digits, stored as keyed digests, expire in minutes and allow a
   few tries; asking for a code reveals nothing about whether the phone is registered;
 - refresh tokens rotate: each works once; presenting one again ends its session, because
@@ -49,6 +50,7 @@ from sesame.kit.logging import get_logger
 from sesame.kit.security import digest, equal, keyed_digest, new_token
 from sesame.models import ApiKey, AuthSession, OtpChallenge, RefreshToken, SubjectKind
 from sesame.runtime import Runtime
+from sesame.settings import Settings
 from sesame.staff.repository import StaffRepository
 
 log = get_logger("sesame.auth")
@@ -99,6 +101,69 @@ class RateLimiter:
         start, retry_after, _ = self._window()
         if await self.repository.current(key, start) >= limit:
             raise RateLimited("too many attempts; wait and try again", retry_after=retry_after)
+
+    async def count(self, key: str) -> int:
+        """Events in the current window."""
+        start, _, _ = self._window()
+        return await self.repository.current(key, start)
+
+    async def add(self, key: str) -> None:
+        """Count one event, refusing nothing."""
+        start, _, expires_at = self._window()
+        await self.repository.increment(key, start, expires_at)
+
+
+# Failed sign-ins to one account from one address, per window, once the account's
+# failures from all addresses passed SESAME_LOGIN_ATTEMPTS_PER_ACCOUNT_ALL_ADDRESSES.
+ATTEMPTS_PER_ADDRESS_UNDER_ATTACK = 3
+
+
+@dataclass(frozen=True)
+class LoginLimits:
+    """Who is refused after failed sign-ins, so that a stranger cannot lock a user out.
+
+    - Per account *and* address (``SESAME_LOGIN_ATTEMPTS_PER_ACCOUNT``): guessing one
+      account's password from one address is refused there, and only there: the owner
+      signing in from their own address keeps their attempts.
+    - Per address (``SESAME_LOGIN_ATTEMPTS_PER_ADDRESS``): one address trying many
+      accounts is refused for all of them.
+    - Per account from all addresses (``..._PER_ACCOUNT_ALL_ADDRESSES``, higher): past
+      it an attack is spread over many addresses, and each address gets only
+      ``ATTEMPTS_PER_ADDRESS_UNDER_ATTACK`` tries at that account per window. That slows
+      the attack down to a few guesses per address it controls, and still lets the owner
+      in from an address of their own — nobody is refused because of someone else.
+    """
+
+    pair: str
+    address: str
+    account: str
+
+    @classmethod
+    def of(cls, email: str, client_address: str) -> LoginLimits:
+        return cls(
+            pair=RateLimiter.key("login-account-address", f"{email}\x1f{client_address}"),
+            address=RateLimiter.key("login-address", client_address),
+            account=RateLimiter.key("login-account", email),
+        )
+
+    async def pair_limit(self, limiter: RateLimiter, settings: Settings) -> int:
+        attacked = await limiter.count(self.account) >= (
+            settings.login_attempts_per_account_all_addresses
+        )
+        per_pair = settings.login_attempts_per_account
+        return min(per_pair, ATTEMPTS_PER_ADDRESS_UNDER_ATTACK) if attacked else per_pair
+
+    async def check(self, limiter: RateLimiter, settings: Settings) -> int:
+        """Refuse before the password is checked; returns the limit of this pair."""
+        await limiter.check(self.address, settings.login_attempts_per_address)
+        limit = await self.pair_limit(limiter, settings)
+        await limiter.check(self.pair, limit)
+        return limit
+
+    async def count_failure(self, limiter: RateLimiter, settings: Settings, limit: int) -> None:
+        await limiter.add(self.account)
+        await limiter.hit(self.address, settings.login_attempts_per_address)
+        await limiter.hit(self.pair, limit)
 
 
 async def start_session(
@@ -155,18 +220,15 @@ async def login(
     the edge, ``keep_changes``) or the new session.
     """
     settings = runtime.settings
-    account_key = RateLimiter.key("login-account", email)
-    address_key = RateLimiter.key("login-address", client_address)
+    limits = LoginLimits.of(email, client_address)
     async with runtime.read_session_factory() as reader:
-        limiter = RateLimiter(reader, runtime)
-        await limiter.check(account_key, settings.login_attempts_per_account)
-        await limiter.check(address_key, settings.login_attempts_per_address)
+        pair_limit = await limits.check(RateLimiter(reader, runtime), settings)
         found = await StaffRepository(reader).by_email(email)
     passwords = runtime.passwords
     stored_hash = found.password_hash if found else None
     password_ok = await passwords.verify(stored_hash, password)
     if found is None or not password_ok or not found.is_active:
-        await _count_login_failure(session, runtime, account_key, address_key)
+        await limits.count_failure(RateLimiter(session, runtime), settings, pair_limit)
         log.info("login_failed", client=client_address)
         raise InvalidCredentials("wrong email or password", keep_changes=True)
     # Made at another cost (the installation changed it): redone at today's.
@@ -191,15 +253,6 @@ async def login(
         staff_id=staff.id,
         client_address=client_address,
     )
-
-
-async def _count_login_failure(
-    session: AsyncSession, runtime: Runtime, account_key: str, address_key: str
-) -> None:
-    settings = runtime.settings
-    limiter = RateLimiter(session, runtime)
-    await limiter.hit(account_key, settings.login_attempts_per_account)
-    await limiter.hit(address_key, settings.login_attempts_per_address)
 
 
 async def refresh(session: AsyncSession, runtime: Runtime, *, refresh_token: str) -> IssuedTokens:
