@@ -251,3 +251,24 @@ def test_a_body_that_does_not_arrive_in_time_is_a_408_and_the_connection_closes(
     assert body["type"] == "request_timeout"
     assert body["request_id"]
     assert headers["connection"] == "close"
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: sesame.test\r\nno colon here\r\n\r\n",
+        b"POST /v1/auth/login HTTP/1.1\r\nHost: sesame.test\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+    ids=["request line", "header", "chunk size"],
+)
+def test_malformed_http_is_answered_in_the_one_json_error_shape(
+    served: Served, request_bytes: bytes
+) -> None:
+    status, headers, body = _json_answer(_raw_exchange(served, request_bytes))
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert body["type"] == "bad_request"
+    assert body["status"] == 400
+    assert body["request_id"] == headers["x-request-id"]

@@ -183,7 +183,8 @@ def _run_uvicorn(settings: Settings) -> None:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        # httptools, answering what it cannot parse in the one JSON error shape.
+        http="sesame.kit.http_protocol:JsonErrorsHttpToolsProtocol",
         log_config=None,
         access_log=False,
         # X-Forwarded-For is Sesame's to read, from SESAME_TRUSTED_PROXIES only: uvicorn
