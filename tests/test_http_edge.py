@@ -70,7 +70,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             "SESAME_LOG_LEVEL": "info",
             "SESAME_LOG_FORMAT": "json",
             "SESAME_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
-            "SESAME_REQUEST_BODY_TIMEOUT_SECONDS": "1",
+            "SESAME_REQUEST_TIMEOUT_SECONDS": "1",
             "SESAME_OTP_REQUESTS_PER_ADDRESS": str(OTP_REQUESTS_PER_ADDRESS),
             "SESAME_TEST_LOG": str(log),
             "SESAME_TEST_CWD": str(directory),
@@ -272,3 +272,19 @@ def test_malformed_http_is_answered_in_the_one_json_error_shape(
     assert body["type"] == "bad_request"
     assert body["status"] == 400
     assert body["request_id"] == headers["x-request-id"]
+
+
+def test_headers_that_do_not_arrive_in_time_are_a_408_and_the_connection_closes(
+    served: Served,
+) -> None:
+    """A request line and half a header, then silence (a slow client, or one holding
+    connections open): answered 408 at the deadline and closed."""
+    raw = _raw_exchange(served, b"GET /healthz HTTP/1.1\r\nHost: sesame.te")
+    status, headers, body = _json_answer(raw)
+    assert status == 408
+    assert body["type"] == "request_timeout"
+    assert headers["connection"] == "close"
+
+
+def test_a_connection_that_sends_nothing_is_closed(served: Served) -> None:
+    assert _raw_exchange(served, b"") == b""

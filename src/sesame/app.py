@@ -156,7 +156,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_middleware(
         RequestBodyLimits,
         max_bytes=settings.max_body_bytes,
-        timeout_seconds=settings.request_body_timeout_seconds,
+        timeout_seconds=settings.request_timeout_seconds,
     )
     app.add_middleware(
         ObservabilityMiddleware,

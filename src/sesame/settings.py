@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     # Peers whose X-Forwarded-For is believed (addresses or networks); none by default.
     trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    request_body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    request_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     # Secrets and tokens
     secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET_KEY)
