@@ -184,7 +184,7 @@ def _run_uvicorn(settings: Settings) -> None:
         workers=settings.workers,
         loop="uvloop",
         # httptools, answering what it cannot parse in the one JSON error shape.
-        http="sesame.kit.http_protocol:JsonErrorsHttpToolsProtocol",
+        http="sesame.api.http_protocol:JsonErrorsHttpToolsProtocol",
         log_config=None,
         access_log=False,
         # X-Forwarded-For is Sesame's to read, from SESAME_TRUSTED_PROXIES only: uvicorn

@@ -1,6 +1,6 @@
 """Bounds on request bodies: how large (``SESAME_MAX_BODY_BYTES``) and how long they may
 take to arrive (``SESAME_REQUEST_TIMEOUT_SECONDS``, counted from the end of the headers;
-the HTTP protocol bounds the headers themselves, ``kit/http_protocol.py``).
+the HTTP protocol bounds the headers themselves, ``api/http_protocol.py``).
 
 Enforced on the stream, as the application reads it: a declared ``Content-Length`` over
 the limit is refused before a byte is read, and a chunked body without one is refused

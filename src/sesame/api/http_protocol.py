@@ -23,6 +23,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from sesame.kit.errors import ErrorBody
 from sesame.kit.ids import new_id
 from sesame.kit.logging import get_logger
+from sesame.settings import load_settings
 
 log = get_logger("sesame.http")
 
@@ -51,8 +52,6 @@ def error_bytes(
 
 @functools.cache
 def _header_timeout() -> float:
-    from sesame.settings import load_settings
-
     return load_settings().request_timeout_seconds
 
 
