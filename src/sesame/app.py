@@ -23,6 +23,7 @@ from sesame.jobs.repository import JobRepository
 from sesame.keys.endpoints import routers as keys_routers
 from sesame.keys.install import install as install_keys
 from sesame.keys.install import install_jobs
+from sesame.kit.bodies import RequestBodyLimits
 from sesame.kit.logging import configure_logging, get_logger
 from sesame.kit.middleware import ObservabilityMiddleware
 from sesame.ledger.endpoints import routers as ledger_routers
@@ -150,5 +151,16 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for router in API_ROUTERS:
         # Included one level deep: FastAPI matches nested routers level by level.
         app.include_router(router)
-    app.add_middleware(ObservabilityMiddleware, skip_access_log=frozenset({"/healthz", "/metrics"}))
+    settings = runtime.settings
+    # Added innermost first: the body limits run inside the access log and metrics.
+    app.add_middleware(
+        RequestBodyLimits,
+        max_bytes=settings.max_body_bytes,
+        timeout_seconds=settings.request_timeout_seconds,
+    )
+    app.add_middleware(
+        ObservabilityMiddleware,
+        skip_access_log=frozenset({"/healthz", "/metrics"}),
+        trusted_proxies=settings.trusted_proxies,
+    )
     return app

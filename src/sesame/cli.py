@@ -183,9 +183,13 @@ def _run_uvicorn(settings: Settings) -> None:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        # httptools, answering what it cannot parse in the one JSON error shape.
+        http="sesame.api.http_protocol:JsonErrorsHttpToolsProtocol",
         log_config=None,
         access_log=False,
+        # X-Forwarded-For is Sesame's to read, from SESAME_TRUSTED_PROXIES only: uvicorn
+        # would otherwise believe it from any local peer.
+        proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
 

@@ -8,11 +8,18 @@ is printed in this file.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Public on purpose: refused outside development mode.
 DEVELOPMENT_SECRET_KEY = "sesame-development-secret-key-do-not-use-in-production"  # noqa: S105
@@ -57,6 +64,10 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     public_url: str = "http://127.0.0.1:8000"
+    # Peers whose X-Forwarded-For is believed (addresses or networks); none by default.
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    request_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     # Secrets and tokens
     secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET_KEY)
@@ -75,7 +86,8 @@ class Settings(BaseSettings):
     otp_requests_per_phone: int = Field(default=5, ge=1)
     otp_requests_per_address: int = Field(default=20, ge=1)
     otp_verifications_per_address: int = Field(default=30, ge=1)
-    login_attempts_per_account: int = Field(default=10, ge=1)
+    login_attempts_per_account: int = Field(default=10, ge=1)  # from one address
+    login_attempts_per_account_all_addresses: int = Field(default=100, ge=1)
     login_attempts_per_address: int = Field(default=50, ge=1)
     rate_limit_window_seconds: int = Field(default=900, ge=1)
 
@@ -150,6 +162,13 @@ class Settings(BaseSettings):
     alert_relay_lag_seconds: float = Field(default=120.0, gt=0)
     alert_failure_ratio: float = Field(default=0.25, gt=0, le=1)
     alert_min_samples: int = Field(default=20, ge=1)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("default_time_zone")
     @classmethod

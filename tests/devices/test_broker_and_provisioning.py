@@ -13,6 +13,7 @@ from gmqtt.mqtt.constants import MQTTv311
 from sqlalchemy import select
 
 from sesame.devices import protocol
+from sesame.devices.broker import device_may
 from sesame.models import Device
 from tests.device_fixtures import Fleet
 
@@ -73,6 +74,25 @@ async def test_only_a_devices_own_credentials_let_it_connect(
         # The embedded broker also binds the client id to the username.
         other_id = Probe(url, "someone-else", mqtt["username"], mqtt["password"])
         assert not await other_id.connect()
+
+
+async def test_a_device_id_has_one_spelling_as_username_and_in_topics(fleet: Fleet) -> None:
+    """Upper case, no hyphens, braces or a URN prefix name no device: a device's username
+    and its topics are its id as Sesame writes it, on either broker, so one device never
+    has two names (and two sessions)."""
+    device = await fleet.provision("entrance_reader")
+    await fleet.start(fleet.simulator(device), online=False)  # the broker knows it now
+    mqtt = device["credentials"]["mqtt"]
+    device_id = uuid.UUID(device["id"])
+    assert mqtt["username"] == str(device_id)
+    for spelling in (str(device_id).upper(), device_id.hex, f"{{{device_id}}}", device_id.urn):
+        probe = Probe(broker_url(device), spelling, spelling, mqtt["password"])
+        assert not await probe.connect(), spelling
+        await probe.close()
+        topic = f"{protocol.TOPIC_ROOT}/{spelling}/{protocol.Channel.EVENTS.value}"
+        assert not device_may(mqtt["username"], "publish", topic), spelling
+    own = protocol.topic(device_id, protocol.Channel.EVENTS)
+    assert device_may(mqtt["username"], "publish", own)
 
 
 async def test_a_device_cannot_touch_another_devices_topics(fleet: Fleet) -> None:

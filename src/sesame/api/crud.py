@@ -109,6 +109,7 @@ class CrudService(Generic[M]):
 
     async def create(self, data: BaseModel) -> M:
         self.principal.require(self.group, Action.WRITE)
+        await self.prepare(data)
         obj = await self.build(data)
         try:
             added: M = await self.repository.add(obj)
@@ -118,6 +119,7 @@ class CrudService(Generic[M]):
 
     async def update(self, object_id: UUID, data: BaseModel) -> M:
         self.principal.require(self.group, Action.WRITE)
+        await self.prepare(data)
         obj: M = await self.visible(self.repository, object_id, self.noun)
         changes = data.model_dump(exclude_unset=True)
         self._refuse_nulls(obj, changes)
@@ -138,6 +140,12 @@ class CrudService(Generic[M]):
             raise conflict_from(exc, self.noun) from exc
 
     # -- hooks for each resource -----------------------------------------------------------
+
+    async def prepare(self, data: Any) -> None:
+        """Slow work on the input (hashing a password) before the first query of a create
+        or update: on SQLite the request's transaction holds the one write lock from its
+        first statement, so nothing slow may run after it."""
+        return None
 
     async def build(self, data: Any) -> M:
         raise NotImplementedError

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sesame.api.route import runtime_of
 from sesame.auth.principal import Principal, authenticate
+from sesame.kit import addresses
 from sesame.kit.errors import Forbidden, Unauthorized
 from sesame.outbox.actor import bind_actor
 from sesame.runtime import Runtime
@@ -42,11 +43,13 @@ DbSession = Annotated[AsyncSession, Depends(_session)]
 
 async def _principal(
     request: Request,
-    session: DbSession,
     runtime: AppRuntime,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    principal = await authenticate(request, session, runtime)
+    # Read outside the request's transaction: on SQLite a writing request holds the
+    # write lock from its first statement, and the endpoint may hash a password first.
+    async with runtime.read_session_factory() as reader:
+        principal = await authenticate(request, reader, runtime)
     if principal is None:
         raise Unauthorized("authentication required")
     bind_actor(principal.actor())  # recorded on the request's domain events
@@ -66,7 +69,12 @@ CurrentResident = Annotated[Principal, Depends(_resident)]
 
 
 async def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The caller's address: the peer's, or from a trusted proxy's ``X-Forwarded-For``."""
+    return addresses.client_address(
+        request.client.host if request.client else None,
+        request.headers.getlist("x-forwarded-for"),
+        runtime_of(request).settings.trusted_proxies,
+    )
 
 
 ClientAddress = Annotated[str, Depends(client_address)]

@@ -70,12 +70,15 @@ async def _in_transaction(
         request.state.db = session
         pending = None
         if request.method == "POST" and idempotency.HEADER in request.headers:
-            scope = await _idempotency_scope(request, session, runtime)
-            pending = await idempotency.describe(request, scope)
-            if pending is not None:
-                replay = await idempotency.stored_response(session, runtime, pending)
-                if replay is not None:
-                    return replay
+            # Looked up outside the request's transaction, which on SQLite holds the
+            # write lock from its first statement: the endpoint may do slow work first.
+            async with runtime.read_session_factory() as reader:
+                scope = await _idempotency_scope(request, reader, runtime)
+                pending = await idempotency.describe(request, scope)
+                if pending is not None:
+                    replay = await idempotency.stored_response(reader, runtime, pending)
+                    if replay is not None:
+                        return replay
         try:
             response = await endpoint_handler(request)
         except SesameError as exc:

@@ -2,8 +2,9 @@
 
 What must hold:
 - a wrong password and an unknown account look the same, in answer and in time;
-- failed attempts are counted per account (or phone) and per client address, across
-  processes, and refused with 429 past the limit; the counts survive the refusal;
+- failed attempts are counted across processes and refused with 429 past the limit; the
+  counts survive the refusal; a stranger's failures never lock a user out of their
+  account from their own address (``LoginLimits``);
 - one-time codes are six digits, stored as keyed digests, expire in minutes and allow a
   few tries; asking for a code reveals nothing about whether the phone is registered;
 - refresh tokens rotate: each works once; presenting one again ends its session, because
@@ -37,6 +38,7 @@ from sesame.auth.repository import (
     SessionRepository,
 )
 from sesame.auth.tokens import TokenKind, issue_access_token
+from sesame.kit.db import after_commit
 from sesame.kit.errors import (
     FieldError,
     InvalidCredentials,
@@ -49,6 +51,7 @@ from sesame.kit.logging import get_logger
 from sesame.kit.security import digest, equal, keyed_digest, new_token
 from sesame.models import ApiKey, AuthSession, OtpChallenge, RefreshToken, SubjectKind
 from sesame.runtime import Runtime
+from sesame.settings import Settings
 from sesame.staff.repository import StaffRepository
 
 log = get_logger("sesame.auth")
@@ -100,6 +103,69 @@ class RateLimiter:
         if await self.repository.current(key, start) >= limit:
             raise RateLimited("too many attempts; wait and try again", retry_after=retry_after)
 
+    async def count(self, key: str) -> int:
+        """Events in the current window."""
+        start, _, _ = self._window()
+        return await self.repository.current(key, start)
+
+    async def add(self, key: str) -> None:
+        """Count one event, refusing nothing."""
+        start, _, expires_at = self._window()
+        await self.repository.increment(key, start, expires_at)
+
+
+# Failed sign-ins to one account from one address, per window, once the account's
+# failures from all addresses passed SESAME_LOGIN_ATTEMPTS_PER_ACCOUNT_ALL_ADDRESSES.
+ATTEMPTS_PER_ADDRESS_UNDER_ATTACK = 3
+
+
+@dataclass(frozen=True)
+class LoginLimits:
+    """Who is refused after failed sign-ins, so that a stranger cannot lock a user out.
+
+    - Per account *and* address (``SESAME_LOGIN_ATTEMPTS_PER_ACCOUNT``): guessing one
+      account's password from one address is refused there, and only there: the owner
+      signing in from their own address keeps their attempts.
+    - Per address (``SESAME_LOGIN_ATTEMPTS_PER_ADDRESS``): one address trying many
+      accounts is refused for all of them.
+    - Per account from all addresses (``..._PER_ACCOUNT_ALL_ADDRESSES``, higher): past
+      it an attack is spread over many addresses, and each address gets only
+      ``ATTEMPTS_PER_ADDRESS_UNDER_ATTACK`` tries at that account per window. That slows
+      the attack down to a few guesses per address it controls, and still lets the owner
+      in from an address of their own — nobody is refused because of someone else.
+    """
+
+    pair: str
+    address: str
+    account: str
+
+    @classmethod
+    def of(cls, email: str, client_address: str) -> LoginLimits:
+        return cls(
+            pair=RateLimiter.key("login-account-address", f"{email}\x1f{client_address}"),
+            address=RateLimiter.key("login-address", client_address),
+            account=RateLimiter.key("login-account", email),
+        )
+
+    async def pair_limit(self, limiter: RateLimiter, settings: Settings) -> int:
+        attacked = await limiter.count(self.account) >= (
+            settings.login_attempts_per_account_all_addresses
+        )
+        per_pair = settings.login_attempts_per_account
+        return min(per_pair, ATTEMPTS_PER_ADDRESS_UNDER_ATTACK) if attacked else per_pair
+
+    async def check(self, limiter: RateLimiter, settings: Settings) -> int:
+        """Refuse before the password is checked; returns the limit of this pair."""
+        await limiter.check(self.address, settings.login_attempts_per_address)
+        limit = await self.pair_limit(limiter, settings)
+        await limiter.check(self.pair, limit)
+        return limit
+
+    async def count_failure(self, limiter: RateLimiter, settings: Settings, limit: int) -> None:
+        await limiter.add(self.account)
+        await limiter.hit(self.address, settings.login_attempts_per_address)
+        await limiter.hit(self.pair, limit)
+
 
 async def start_session(
     session: AsyncSession,
@@ -146,24 +212,39 @@ async def start_session(
 async def login(
     session: AsyncSession, runtime: Runtime, *, email: str, password: str, client_address: str
 ) -> IssuedTokens:
+    """Check a password with no transaction open, then write what follows from it.
+
+    argon2id takes most of a second, and on SQLite the request's transaction holds the
+    one write lock from its first statement: counters and the account are read in a
+    session that writes nothing, the hash is checked (or redone) outside any
+    transaction, and only then does ``session`` write the failure counts (committed by
+    the edge, ``keep_changes``) or the new session.
+    """
     settings = runtime.settings
-    limiter = RateLimiter(session, runtime)
-    account_key = RateLimiter.key("login-account", email)
-    address_key = RateLimiter.key("login-address", client_address)
-    await limiter.check(account_key, settings.login_attempts_per_account)
-    await limiter.check(address_key, settings.login_attempts_per_address)
-    staff = await StaffRepository(session).by_email(email)
+    limits = LoginLimits.of(email, client_address)
+    async with runtime.read_session_factory() as reader:
+        pair_limit = await limits.check(RateLimiter(reader, runtime), settings)
+        found = await StaffRepository(reader).by_email(email)
     passwords = runtime.passwords
-    password_ok = await passwords.verify(staff.password_hash if staff else None, password)
-    if staff is None or not password_ok or not staff.is_active:
-        await limiter.hit(account_key, settings.login_attempts_per_account)
-        await limiter.hit(address_key, settings.login_attempts_per_address)
+    stored_hash = found.password_hash if found else None
+    password_ok = await passwords.verify(stored_hash, password)
+    if found is None or not password_ok or not found.is_active:
+        await limits.count_failure(RateLimiter(session, runtime), settings, pair_limit)
         log.info("login_failed", client=client_address)
         raise InvalidCredentials("wrong email or password", keep_changes=True)
+    # Made at another cost (the installation changed it): redone at today's.
+    new_hash = (
+        await passwords.hash(password)
+        if stored_hash and passwords.needs_rehash(stored_hash)
+        else None
+    )
+    staff = await StaffRepository(session).by_id(found.id)
+    if staff is None or not staff.is_active or staff.password_hash != stored_hash:
+        # Changed between the check and now: the password checked is no longer the one.
+        raise InvalidCredentials("wrong email or password")
     staff.last_login_at = runtime.clock.now()
-    if staff.password_hash and passwords.needs_rehash(staff.password_hash):
-        # Made at another cost (the installation changed it): redone at today's.
-        staff.password_hash = await passwords.hash(password)
+    if new_hash is not None:
+        staff.password_hash = new_hash
     log.info("login_succeeded", staff_id=str(staff.id))
     return await start_session(
         session,
@@ -272,9 +353,14 @@ async def request_code(
     )
     if await OtpRepository(session).person_ids_for_phone(phone):
         minutes = max(1, settings.otp_ttl_seconds // 60)
-        await runtime.sms_sender.send(
-            phone, f"[Sesame] 인증번호 {code} ({minutes}분 안에 입력) / code {code}"
-        )
+        text = f"[Sesame] 인증번호 {code} ({minutes}분 안에 입력) / code {code}"
+
+        async def send() -> None:
+            await runtime.sms_sender.send(phone, text)
+
+        # A call out, so after the commit: never while holding the write lock, and
+        # never a code that was not stored. An SMS outage still reaches the caller.
+        after_commit(session, send, must_succeed=True)
     log.info("otp_requested", client=client_address)
     return expires_at
 

@@ -18,6 +18,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from sesame.kit.ids import parse_id
+
 PROTOCOL_VERSION = 1
 TOPIC_ROOT = "sesame/v1/devices"
 GATEWAY_USERNAME = "sesame-gateway"
@@ -85,8 +87,11 @@ def parse_topic(name: str) -> tuple[UUID, Channel] | None:
     if not name.startswith(prefix):
         return None
     device_part, _, channel_part = name[len(prefix) :].partition("/")
+    device_id = parse_id(device_part)  # one spelling per device, as Mosquitto's ACL has it
+    if device_id is None:
+        return None
     try:
-        return UUID(device_part), Channel(channel_part)
+        return device_id, Channel(channel_part)
     except ValueError:
         return None
 

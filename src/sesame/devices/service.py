@@ -38,6 +38,7 @@ from sesame.kit.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
+from sesame.kit.ids import parse_id
 from sesame.kit.logging import get_logger
 from sesame.kit.security import equal, new_token
 from sesame.models import ActionAttempt, Device, DeviceEventRecord, DeviceStatus
@@ -256,9 +257,8 @@ def credential_check(runtime: Runtime) -> CredentialCheck:
     async def check(username: str, password: str, client_id: str) -> bool:
         if username == protocol.GATEWAY_USERNAME:
             return equal(password, runtime.keys.mqtt_gateway_password)
-        try:
-            device_id = UUID(username)
-        except ValueError:
+        device_id = parse_id(username)  # the canonical spelling only, as Mosquitto's
+        if device_id is None:
             return False
         async with runtime.read_session_factory() as session:
             stored = await DeviceRepository(session).credential_hash(device_id)

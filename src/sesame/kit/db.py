@@ -140,29 +140,42 @@ def create_read_session_factory(engine: AsyncEngine) -> async_sessionmaker[Async
 AfterCommit = Callable[[], Awaitable[None]]
 
 
-def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+def after_commit(
+    session: AsyncSession, callback: AfterCommit, *, must_succeed: bool = False
+) -> None:
     """Run ``callback`` once the session's current transaction has committed.
 
-    For effects outside the database that must not happen for work that is rolled back:
-    publishing a command, disconnecting a device. The edge that commits runs them.
+    For effects outside the database that must not happen for work that is rolled back,
+    and calls out that must not run while a transaction holds its locks: publishing a
+    command, disconnecting a device, sending a text. The edge that commits runs them.
+    With ``must_succeed`` the callback's failure reaches whoever committed (the client
+    hears that its code was not sent); otherwise it is only logged.
     """
-    session.info.setdefault("after_commit", []).append(callback)
+    session.info.setdefault("after_commit", []).append((callback, must_succeed))
 
 
-def take_after_commit(session: AsyncSession) -> list[AfterCommit]:
-    callbacks: list[AfterCommit] = session.info.pop("after_commit", [])
+def take_after_commit(session: AsyncSession) -> list[tuple[AfterCommit, bool]]:
+    callbacks: list[tuple[AfterCommit, bool]] = session.info.pop("after_commit", [])
     return callbacks
 
 
 async def commit(session: AsyncSession) -> None:
     """Commit, then run what ``after_commit`` registered. A failing callback is logged,
-    never raised: the work is committed and whoever waits for it must hear so."""
+    not raised (the work is committed and whoever waits for it must hear so), unless it
+    was registered ``must_succeed``: then the first such failure is raised after every
+    callback has run."""
     await session.commit()
-    for callback in take_after_commit(session):
+    failure: Exception | None = None
+    for callback, must_succeed in take_after_commit(session):
         try:
             await callback()
         except Exception as exc:
-            _log.warning("after_commit_failed", error_type=type(exc).__name__)
+            if must_succeed:
+                failure = failure or exc
+            else:
+                _log.warning("after_commit_failed", error_type=type(exc).__name__)
+    if failure is not None:
+        raise failure
 
 
 async def ping(engine: AsyncEngine) -> None:

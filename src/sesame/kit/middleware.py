@@ -4,17 +4,24 @@ A plain ASGI middleware (no per-request task or body buffering) so that it costs
 microseconds. Whatever escapes the application becomes a JSON 500 carrying the request
 id; the process never sees the exception. Logging here goes through the guarded logger,
 so even a broken log pipeline cannot turn a good response into a failure.
+
+What a client put in the path is logged only where it is an id (``loggable_path``): a
+guest pass is its own token, so a credential in a path never reaches the logs; metrics
+are labelled by route template. The client is the peer, or what a trusted proxy says.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sesame.kit import addresses
 from sesame.kit.errors import ErrorBody
 from sesame.kit.ids import new_id
 from sesame.kit.logging import bind_context, get_logger, reset_context
@@ -33,6 +40,37 @@ def _incoming_request_id(scope: Scope) -> str | None:
     return None
 
 
+_PATH_PARAMETER = re.compile(r"\{(\w+)(?::\w+)?\}")
+_PLAIN_SEGMENT = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+REDACTED_SEGMENT = "[redacted]"
+
+
+def _shown_value(value: Any) -> str:
+    """Ids are shown; any other value of a path parameter may be a credential (a guest
+    pass is its own token), so only ids pass."""
+    if isinstance(value, UUID):
+        return str(value)
+    try:
+        return str(UUID(str(value)))
+    except ValueError:
+        return REDACTED_SEGMENT
+
+
+def loggable_path(scope: Scope) -> str:
+    """The request path as logs may show it: the route template with ids filled in and
+    every other parameter redacted; for a path no route matched, only plain words and
+    ids are kept (a mistyped link may still carry a token)."""
+    template = getattr(scope.get("route"), "path", None)
+    if isinstance(template, str):
+        params = scope.get("path_params") or {}
+        return _PATH_PARAMETER.sub(lambda m: _shown_value(params.get(m.group(1))), template)
+    path = str(scope.get("path", ""))
+    return "/".join(
+        segment if not segment or _PLAIN_SEGMENT.match(segment) else _shown_value(segment)
+        for segment in path.split("/")
+    )
+
+
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
@@ -40,9 +78,16 @@ def _route_template(scope: Scope) -> str:
 
 
 class ObservabilityMiddleware:
-    def __init__(self, app: ASGIApp, *, skip_access_log: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        skip_access_log: frozenset[str] = frozenset(),
+        trusted_proxies: Sequence[addresses.Network] = (),
+    ) -> None:
         self.app = app
         self.skip_access_log = skip_access_log
+        self.trusted_proxies = trusted_proxies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,7 +116,7 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
             UNHANDLED_ERRORS.inc()
-            log.error("unhandled_error", path=scope.get("path"), exc_info=exc)
+            log.error("unhandled_error", path=loggable_path(scope), exc_info=exc)
             if not response_started:
                 status = 500
                 await self._send_internal_error(send, request_id)
@@ -94,12 +139,21 @@ class ObservabilityMiddleware:
         log.info(
             "http_request",
             method=method,
-            path=scope.get("path"),
+            path=loggable_path(scope),
             route=route,
             status=status,
             duration_ms=round(elapsed * 1000, 3),
-            client=(scope.get("client") or ("", 0))[0],
+            client=self._client(scope),
         )
+
+    def _client(self, scope: Scope) -> str:
+        forwarded = [
+            value.decode("latin-1")
+            for name, value in scope.get("headers", ())
+            if name == addresses.FORWARDED_FOR
+        ]
+        peer = scope.get("client")
+        return addresses.client_address(peer[0] if peer else None, forwarded, self.trusted_proxies)
 
     @staticmethod
     async def _send_internal_error(send: Send, request_id: str) -> None:

@@ -27,6 +27,17 @@ class StaffService(CrudService[StaffAccount]):
     group = Group.STAFF
     noun = "staff account"
     repository_class = StaffRepository
+    _password_hash: str | None = None
+
+    async def prepare(self, data: Any) -> None:
+        password = getattr(data, "password", None)
+        if password is not None:
+            self._password_hash = await self.runtime.passwords.hash(password.get_secret_value())
+
+    def _hashed_password(self) -> str:
+        if self._password_hash is None:
+            raise RuntimeError("prepare() hashes the password before build() or apply()")
+        return self._password_hash
 
     async def build(self, data: StaffCreate) -> StaffAccount:
         self._check_role_grant(data.role)
@@ -43,7 +54,7 @@ class StaffService(CrudService[StaffAccount]):
             email=data.email,
             name=data.name,
             role=data.role,
-            password_hash=await self.runtime.passwords.hash(data.password.get_secret_value()),
+            password_hash=self._hashed_password(),
             is_active=True,
         )
         staff.site_scopes = await self._site_scopes(staff, data.site_ids)
@@ -72,9 +83,7 @@ class StaffService(CrudService[StaffAccount]):
             raise Forbidden("you cannot deactivate yourself")
         ends_sessions = changes.get("is_active") is False or changes.get("password") is not None
         if changes.get("password") is not None:
-            obj.password_hash = await self.runtime.passwords.hash(
-                changes["password"].get_secret_value()
-            )
+            obj.password_hash = self._hashed_password()
         if changes.get("name") is not None:
             obj.name = changes["name"]
         if changes.get("is_active") is not None:
