@@ -227,7 +227,9 @@ def broker_config(
     tls_cert: Annotated[
         Path | None, typer.Option(help="PEM certificate (chain) of the TLS listener.")
     ] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of the TLS listener.")] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="PEM private key of the TLS listener.")
+    ] = None,
     user: Annotated[
         str | None,
         typer.Option(

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import gmqtt
 import pytest
-from gmqtt.mqtt.constants import MQTTv311, MQTTv50
+from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from sqlalchemy import select
 
 from sesame.devices import protocol

@@ -7,7 +7,7 @@
 | `key.revoked` | the key's holder | security (critical) |
 | a guest pass used (`key.used` of a guest key) | the resident who issued it | guest_passes |
 | `device.offline`, low battery, `device.clock_drift` | the site's managers | devices |
-| `device.unexpected_result` (a result for a command never sent) | the site's managers | security (critical) |
+| `device.unexpected_result` (a result of no command sent) | the site's managers | security |
 | `ops.alert` | platform administrators (and the platform's webhooks) | operations (critical) |
 
 Besides, every event of a partner goes to the partner's webhook endpoints whose filter
