@@ -188,6 +188,74 @@ async def test_a_will_on_another_devices_topic_never_reaches_it(
     assert [e.action for e in restarted.executed] == ["ping"]
 
 
+def _field(value: bytes) -> bytes:
+    return len(value).to_bytes(2, "big") + value
+
+
+def raw_connect(
+    client_id: str, username: str, password: str, *, flags: int, will_topic: str | None
+) -> bytes:
+    """An MQTT 3.1.1 CONNECT with the will flags exactly as given (0x20 retain, 0x18
+    QoS, 0x04 will) — what no well-behaved library would send."""
+    payload = _field(client_id.encode())
+    if will_topic is not None:
+        will = protocol.encode(protocol.Presence(online=False, boot_id="raw"))
+        payload += _field(will_topic.encode()) + _field(will)
+    payload += _field(username.encode()) + _field(password.encode())
+    variable = _field(b"MQTT") + bytes([4, 0x80 | 0x40 | 0x02 | flags]) + (30).to_bytes(2, "big")
+    body = variable + payload
+    length, encoded = len(body), b""
+    while True:
+        byte, length = length % 128, length // 128
+        encoded += bytes([byte | (0x80 if length else 0)])
+        if not length:
+            break
+    return b"\x10" + encoded + body
+
+
+async def connack_code(url: str, packet: bytes) -> int | None:
+    """The CONNACK return code, or None if the broker closed the connection instead."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(packet)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(4), 5)
+    finally:
+        writer.close()
+    return answer[3] if len(answer) == 4 and answer[0] == 0x20 else None
+
+
+async def test_a_wills_qos_and_retain_flags_are_held_to_the_rules(fleet: Fleet) -> None:
+    """Will flags without a will, a will at QoS 3 and a will on a wildcard topic are
+    refused (the embedded broker answers 0x05, Mosquitto closes the connection); the will
+    the protocol asks for, retained at QoS 1 on the device's own status, is accepted."""
+    device = await fleet.provision("entrance_reader", entrance=None)
+    await fleet.start(fleet.simulator(device), online=False)
+    await fleet.devices.pop().stop()
+    mqtt = mqtt_of(device)
+    status = protocol.topic(device["id"], protocol.Channel.STATUS)
+    refused = {
+        "retain without a will": (0x20, None),
+        "QoS without a will": (0x08, None),
+        "QoS 3": (0x04 | 0x18, status),
+        "wildcard topic": (0x04 | 0x08, f"{protocol.TOPIC_ROOT}/{device['id']}/#"),
+    }
+    for label, (flags, topic) in refused.items():
+        packet = raw_connect(
+            mqtt["client_id"], mqtt["username"], mqtt["password"], flags=flags, will_topic=topic
+        )
+        assert await connack_code(mqtt["url"], packet) in (None, 0x05), label
+    packet = raw_connect(
+        mqtt["client_id"],
+        mqtt["username"],
+        mqtt["password"],
+        flags=0x04 | 0x08 | 0x20,
+        will_topic=status,
+    )
+    assert await connack_code(mqtt["url"], packet) == 0
+
+
 async def test_a_will_on_the_devices_own_status_is_accepted(fleet: Fleet) -> None:
     """The will the protocol asks for still works: dropped without a goodbye, the device
     is shown offline by its own will."""

@@ -1,14 +1,16 @@
 """MQTT brokers: the embedded one, and a generated configuration for Mosquitto.
 
-Both enforce the same two rules, which the protocol document states:
+Both enforce the same rules, which the protocol document states (section 2a says where
+Mosquitto's answer differs):
 
 1. A device connects only with its own credentials: username and client id are its
    device id, the password its secret. Secrets are stored in Mosquitto's password-file
-   form (PBKDF2-SHA512), so one stored hash serves both brokers.
-2. A device publishes only on its own device channels and subscribes only to the
-   channels the gateway sends it (``DEVICE_PUBLISHES`` / ``DEVICE_SUBSCRIBES``); it can
-   never subscribe to ``#`` or to another device. The gateway's own user may use the
-   whole ``sesame/v1/`` tree.
+   form (PBKDF2-SHA512), so one stored hash serves both brokers. A client id belongs to
+   those credentials: no one else, refused or signed in, can take it over.
+2. A device publishes only on its own device channels and receives only the channels
+   the gateway sends it (``DEVICE_PUBLISHES`` / ``DEVICE_SUBSCRIBES``) — its last will
+   included, which is a publish made later. The gateway's own user may use the whole
+   ``sesame/v1/`` tree.
 
 The embedded broker is amqtt (fine for a few hundred devices; its sockets get
 TCP_NODELAY from asyncio). Larger sites point ``SESAME_MQTT_URL`` at Mosquitto or a
