@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import json
 import os
 import re
@@ -105,8 +104,9 @@ class Stack:
         self.demo_output = ""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.mqtt_port = free_port()
+        self.mqtt_port = free_port()  # where the gateway connects
         self.mqtt_url = f"mqtt://127.0.0.1:{self.mqtt_port}"
+        self.device_port = free_port()  # Mosquitto's listener for devices
         self._server: subprocess.Popen[bytes] | None = None
         self._mosquitto: subprocess.Popen[bytes] | None = None
 
@@ -136,6 +136,7 @@ class Stack:
             self.env.update(
                 {
                     "SESAME_MQTT_URL": self.mqtt_url,
+                    "SESAME_MQTT_DEVICE_URL": f"mqtt://127.0.0.1:{self.device_port}",
                     "SESAME_MOSQUITTO_CONFIG_DIR": str(self.directory / "mosquitto"),
                     "SESAME_MOSQUITTO_PID_FILE": str(self.directory / "mosquitto.pid"),
                 }
@@ -158,9 +159,9 @@ class Stack:
             "--output",
             str(self.directory / "mosquitto"),
             "--listen",
+            f"127.0.0.1:{self.device_port}",
+            "--gateway-listen",
             f"127.0.0.1:{self.mqtt_port}",
-            "--user",
-            getpass.getuser(),
         )
         conf = self.directory / "mosquitto" / "mosquitto.conf"
         self._mosquitto = subprocess.Popen(
@@ -168,6 +169,7 @@ class Stack:
         )
         (self.directory / "mosquitto.pid").write_text(str(self._mosquitto.pid))
         _wait_for_port(self.mqtt_port)
+        _wait_for_port(self.device_port)
 
     def start_server(self, *args: str) -> None:
         self._server = subprocess.Popen(

@@ -41,7 +41,8 @@ class Mosquitto:
                 pytest.fail(message + " (CI=true: broker tests must run, not skip)")
             pytest.skip(message)
         self.directory = directory
-        self.port = free_port()
+        self.port = free_port()  # the devices' listener
+        self.gateway_port = free_port()
         self.gateway_password = gateway_password
         self.pid_file = directory / "mosquitto.pid"
         self.process: subprocess.Popen[bytes] | None = None
@@ -51,6 +52,7 @@ class Mosquitto:
         if not (self.directory / "mosquitto.conf").exists():
             MosquittoConfig(
                 listener=f"127.0.0.1:{self.port}",
+                gateway_listener=f"127.0.0.1:{self.gateway_port}",
                 passwords={GATEWAY_USERNAME: hash_password(self.gateway_password)},
                 user=getpass.getuser(),
             ).write(self.directory)
@@ -60,13 +62,17 @@ class Mosquitto:
         )
         self.pid_file.write_text(str(self.process.pid))
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        waiting = [self.port, self.gateway_port]
+        while waiting and time.monotonic() < deadline:
             with (
                 contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+                socket.create_connection(("127.0.0.1", waiting[0]), timeout=0.2),
             ):
-                return
+                waiting.pop(0)
+                continue
             time.sleep(0.05)
+        if not waiting:
+            return
         raise RuntimeError(
             "mosquitto did not start: " + (self.directory / "mosquitto.log").read_text()[-2000:]
         )
@@ -104,7 +110,8 @@ async def device_runtime(
         await probe.close()
         mosquitto.start()
         overrides.update(
-            mqtt_url=f"mqtt://127.0.0.1:{mosquitto.port}",
+            mqtt_url=f"mqtt://127.0.0.1:{mosquitto.gateway_port}",
+            mqtt_device_url=f"mqtt://127.0.0.1:{mosquitto.port}",
             mosquitto_config_dir=str(directory),
             mosquitto_pid_file=str(mosquitto.pid_file),
         )

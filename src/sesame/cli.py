@@ -221,17 +221,37 @@ def broker_run() -> None:
 @broker_app.command("config")
 def broker_config(
     output: Annotated[Path, typer.Option(help="Directory for mosquitto.conf, passwords, acl.")],
-    listen: Annotated[str, typer.Option(help="Listener address of the broker.")] = "0.0.0.0:1883",
+    listen: Annotated[str, typer.Option(help="The devices' listener.")] = "0.0.0.0:1883",
+    gateway_listen: Annotated[
+        str, typer.Option(help="The gateway's listener (SESAME_MQTT_URL); devices cannot sign in.")
+    ] = "127.0.0.1:1884",
+    tls_listen: Annotated[
+        str | None, typer.Option(help="A TLS listener for devices, e.g. 0.0.0.0:8883.")
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate (chain) of the TLS listener.")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="PEM private key of the TLS listener.")
+    ] = None,
     user: Annotated[
-        str | None, typer.Option(help="User Mosquitto runs as, if not its default 'mosquitto'.")
+        str | None,
+        typer.Option(
+            help="User Mosquitto switches to when started as root; it must read the 0600 "
+            "password files. Default: the user running this command, who owns them."
+        ),
     ] = None,
 ) -> None:
     """Write a Mosquitto configuration that enforces device credentials and topics."""
+    import getpass
+
     from sesame.devices.broker import MosquittoConfig
     from sesame.devices.service import mosquitto_passwords
     from sesame.runtime import build_runtime
 
     settings = _settings()
+    if tls_listen and (tls_cert is None or tls_key is None):
+        raise typer.BadParameter("--tls-listen needs --tls-cert and --tls-key")
 
     async def passwords() -> dict[str, str]:
         runtime = build_runtime(settings)
@@ -242,10 +262,20 @@ def broker_config(
             await runtime.close()
 
     found = asyncio.run(passwords())
-    conf = MosquittoConfig(listener=listen, passwords=found, user=user).write(output)
+    conf = MosquittoConfig(
+        listener=listen,
+        gateway_listener=gateway_listen,
+        passwords=found,
+        user=user or getpass.getuser(),
+        tls_listener=tls_listen,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    ).write(output)
     typer.echo(
         f"wrote {conf} for {len(found) - 1} devices; run `mosquitto -c {conf}`; "
-        "set SESAME_MOSQUITTO_CONFIG_DIR (and SESAME_MOSQUITTO_PID_FILE) to keep its "
+        f"set SESAME_MQTT_URL=mqtt://{gateway_listen} and SESAME_MQTT_DEVICE_URL to the "
+        f"devices' address (port {listen.rpartition(':')[2]}); set "
+        "SESAME_MOSQUITTO_CONFIG_DIR (and SESAME_MOSQUITTO_PID_FILE) to keep its "
         "passwords current"
     )
 

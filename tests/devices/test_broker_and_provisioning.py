@@ -71,7 +71,8 @@ async def test_only_a_devices_own_credentials_let_it_connect(
         assert not await probe.connect(), label
         await probe.close()
     if broker_kind == "embedded":
-        # The embedded broker also binds the client id to the username.
+        # The embedded broker also refuses another client id; Mosquitto replaces it with
+        # the username (test_broker_connect.py).
         other_id = Probe(url, "someone-else", mqtt["username"], mqtt["password"])
         assert not await other_id.connect()
 

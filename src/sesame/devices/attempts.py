@@ -37,7 +37,7 @@ from uuid import UUID
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sesame.devices import protocol
+from sesame.devices import health, protocol
 from sesame.devices.drivers import driver_for
 from sesame.devices.repository import AttemptRepository, DeviceRepository
 from sesame.kit.db import commit, write_intent
@@ -271,10 +271,12 @@ class AttemptEngine:
                     await self.runtime.device_hooks.finished(session, finished)
                     step = await self._next(session, device)
                     step.finished.insert(0, finished)
+                elif not await AttemptRepository(session).issued_to(result.command_id, device_id):
+                    await self._unexpected(session, device, result.command_id)
                 await commit(session)
         if finished is None:
             log.info(
-                "late_or_unknown_result",
+                "late_result",
                 device_id=str(device_id),
                 command_id=str(result.command_id),
             )
@@ -282,6 +284,30 @@ class AttemptEngine:
             self._wake(result.command_id)
             return
         await self._after(step)
+
+    async def _unexpected(self, session: AsyncSession, device: Device, command_id: UUID) -> None:
+        """A result for a command the platform never sent this device is a security
+        event: someone else commanded it, or speaks for it. A health error on the device
+        and an alert to its site's managers (``device.unexpected_result``)."""
+        now = self.runtime.clock.now()
+        if not health.unexpected_result(device, str(command_id), now):
+            return
+        log.warning(
+            "unexpected_command_result", device_id=str(device.id), command_id=str(command_id)
+        )
+        await outbox.append(
+            session,
+            [
+                outbox.message(
+                    "device.unexpected_result",
+                    partner_id=device.partner_id,
+                    aggregate_id=device.id,
+                    site_id=device.site_id,
+                    command_id=command_id,
+                    at=now,
+                )
+            ],
+        )
 
     async def _expire(
         self, session: AsyncSession, attempt_id: UUID, device: Device, now: datetime

@@ -1,14 +1,16 @@
 """MQTT brokers: the embedded one, and a generated configuration for Mosquitto.
 
-Both enforce the same two rules, which the protocol document states:
+Both enforce the same rules, which the protocol document states (section 2a says where
+Mosquitto's answer differs):
 
 1. A device connects only with its own credentials: username and client id are its
    device id, the password its secret. Secrets are stored in Mosquitto's password-file
-   form (PBKDF2-SHA512), so one stored hash serves both brokers.
-2. A device publishes only on its own device channels and subscribes only to the
-   channels the gateway sends it (``DEVICE_PUBLISHES`` / ``DEVICE_SUBSCRIBES``); it can
-   never subscribe to ``#`` or to another device. The gateway's own user may use the
-   whole ``sesame/v1/`` tree.
+   form (PBKDF2-SHA512), so one stored hash serves both brokers. A client id belongs to
+   those credentials: no one else, refused or signed in, can take it over.
+2. A device publishes only on its own device channels and receives only the channels
+   the gateway sends it (``DEVICE_PUBLISHES`` / ``DEVICE_SUBSCRIBES``) — its last will
+   included, which is a publish made later. The gateway's own user may use the whole
+   ``sesame/v1/`` tree.
 
 The embedded broker is amqtt (fine for a few hundred devices; its sockets get
 TCP_NODELAY from asyncio). Larger sites point ``SESAME_MQTT_URL`` at Mosquitto or a
@@ -18,6 +20,7 @@ cluster; ``sesame broker config`` writes its configuration, with ``set_tcp_nodel
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -32,6 +35,8 @@ from uuid import UUID
 import orjson
 from amqtt.broker import Broker, BrokerContext
 from amqtt.contexts import Action
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
 from amqtt.session import Session
 
@@ -185,18 +190,107 @@ class _SnapshotDict(dict[str, Any]):
 
 
 class _SesameBroker(Broker):
-    """amqtt 0.12.1 with two defects fixed, which is why its version is pinned.
+    """amqtt 0.12.1 with its defects fixed, which is why its version is pinned.
 
-    amqtt sends a client, when it connects or subscribes, the retained messages matching
-    *every* subscription in the broker (other clients' included) and those of refused
-    subscriptions, without the topic plugins' say. A device could read every device's
-    retained state. Here a client gets the retained messages of its own accepted
-    subscriptions only, each passed through the access rule.
+    - amqtt sends a client, when it connects or subscribes, the retained messages matching
+      *every* subscription in the broker (other clients' included) and those of refused
+      subscriptions, without the topic plugins' say. A device could read every device's
+      retained state. Here a client gets the retained messages of its own accepted
+      subscriptions only, each passed through the access rule.
+    - amqtt takes a CONNECT's client id over (dropping the live session's subscriptions,
+      or overwriting its will and credentials) *before* it authenticates the CONNECT, and
+      never checks the will. One refused CONNECT with a device's id silenced the device;
+      a will on another device's topic was published as if the device had sent it. Here
+      a CONNECT is judged first — credentials, then its will exactly as a PUBLISH — and a
+      refused one leaves every existing session as it was. Only an accepted CONNECT takes
+      a client id over, and it closes the previous connection (whose will then goes out)
+      before the new session starts.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._subscriptions = _SnapshotDict()
+
+    async def _initialize_client_session(
+        self, reader: Any, writer: Any, remote_address: str, remote_port: int
+    ) -> tuple[Any, Session]:
+        try:
+            handler, session = await BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager
+            )
+        except (AMQTTError, MQTTError, NoDataError) as exc:
+            await writer.close()
+            raise AMQTTError(exc) from exc
+        refusal = await self._refusal(session)
+        if refusal is not None:
+            log.info("mqtt_connect_refused", reason=refusal)
+            session.parent = 0
+            handler.attach(session, reader, writer)
+            await handler.mqtt_connack_authorize(False)
+            await writer.close()
+            raise AMQTTError(f"CONNECT refused: {refusal}")
+        session.sesame_admitted = True
+        await self._take_over(session.client_id)
+        # From here on, what amqtt does with an accepted CONNECT.
+        if session.clean_session:
+            await self._delete_session(session.client_id)
+            session.parent = 0
+        elif session.client_id in self._sessions:
+            existing, _ = self._sessions[session.client_id]
+            for name in (
+                "will_flag",
+                "will_message",
+                "will_topic",
+                "will_qos",
+                "will_retain",
+                "keep_alive",
+                "username",
+                "password",
+            ):
+                setattr(existing, name, getattr(session, name))
+            session = existing
+            session.parent = 1
+        else:
+            session.parent = 0
+        return handler, session
+
+    async def _refusal(self, session: Session) -> str | None:
+        """Why a CONNECT must be refused, or None to accept it."""
+        if not session.client_id:
+            return "no_client_id"
+        listener = next(iter(self.listeners_config.values()))
+        if not await super()._authenticate(session, listener):
+            return "not_authorized"
+        if not session.will_flag:
+            if session.will_qos or session.will_retain:  # [MQTT-3.1.2-13], [MQTT-3.1.2-15]
+                return "will_flags_without_will"
+            return None
+        topic = session.will_topic or ""
+        if session.will_qos not in (0, 1, 2) or not topic or "#" in topic or "+" in topic:
+            return "will_malformed"
+        if topic.startswith("$") or not await self._topic_filtering(
+            session, topic=topic, action=Action.PUBLISH
+        ):
+            return "will_not_permitted"
+        return None
+
+    async def _authenticate(self, session: Session, listener: Any) -> bool:
+        # The CONNECT was judged in _initialize_client_session, before any take-over.
+        return bool(getattr(session, "sesame_admitted", False))
+
+    async def _take_over(self, client_id: str) -> None:
+        """Close the connection that holds ``client_id``, and wait until its session has
+        ended (its will published), so that nothing of it comes after the new one."""
+        current = self._sessions.get(client_id)
+        if current is None or not current[0].transitions.is_connected():
+            return
+        previous, handler = current
+        await handler.handle_connection_closed()
+        for _ in range(100):
+            if not previous.transitions.is_connected():
+                return
+            await asyncio.sleep(0.01)
+        await handler.stop()
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
@@ -250,40 +344,78 @@ class EmbeddedBroker:
 
 @dataclass
 class MosquittoConfig:
-    """Files for a Mosquitto 2 broker that enforces Sesame's rules."""
+    """Files for a Mosquitto 2 broker that enforces Sesame's rules.
+
+    Devices and the gateway connect to different listeners, each with its own password
+    file (``per_listener_settings``):
+
+    - on the devices' listeners (``listener``, and ``tls_listener`` when a certificate is
+      given) only devices exist, and ``use_username_as_clientid`` makes a device's client
+      id its username: no one can connect under another device's id and cut it off;
+    - on the gateway's listener only the gateway's user exists, so no device can take a
+      gateway replica's client id, whatever it is.
+
+    Mosquitto itself cannot refuse a CONNECT for its will or a SUBSCRIBE for its filter
+    with an ACL file: it checks a will when it would send it (and drops one the ACL does
+    not allow), and grants any subscription but delivers only what the ACL lets the
+    subscriber read (``docs/protocol.md``, section 2).
+    """
 
     listener: str = "0.0.0.0:1883"
+    gateway_listener: str = "127.0.0.1:1884"
     passwords: dict[str, str] = field(default_factory=dict)  # username -> $7$ hash
-    # Started as root, Mosquitto switches to this user (its default: "mosquitto"), which
-    # must be able to read the password file.
+    # Started as root, Mosquitto switches to this user before it reads the 0600 password
+    # files; `sesame broker config` sets the user that writes them.
     user: str | None = None
+    tls_listener: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def conf(self, directory: Path) -> str:
-        host, _, port = self.listener.rpartition(":")
-        return "\n".join(
-            [
-                "# Generated by `sesame broker config`; regenerate instead of editing.",
-                "per_listener_settings false",
-                *([f"user {self.user}"] if self.user else []),
-                f"listener {port} {host}" if host else f"listener {port}",
-                "allow_anonymous false",
-                f"password_file {directory / 'passwords'}",
-                f"acl_file {directory / 'acl'}",
-                "set_tcp_nodelay true",
-                "max_inflight_messages 100",
-                "persistence false",
-                "",
+        lines = [
+            "# Generated by `sesame broker config`; regenerate instead of editing.",
+            "per_listener_settings true",
+            *([f"user {self.user}"] if self.user else []),
+            "set_tcp_nodelay true",
+            "max_inflight_messages 100",
+            "persistence false",
+            "",
+            "# Devices: a device's client id is its username, its id.",
+            *self._listener(self.listener, directory, devices=True),
+        ]
+        if self.tls_listener:
+            if self.tls_cert is None or self.tls_key is None:
+                raise ValueError("a TLS listener needs a certificate and its key")
+            lines += [
+                "# Devices over TLS.",
+                *self._listener(self.tls_listener, directory, devices=True),
+                f"certfile {self.tls_cert.resolve()}",
+                f"keyfile {self.tls_key.resolve()}",
             ]
-        )
+        lines += [
+            "# The gateway replicas (SESAME_MQTT_URL): no device can sign in here.",
+            *self._listener(self.gateway_listener, directory, devices=False),
+        ]
+        return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _listener(address: str, directory: Path, *, devices: bool) -> list[str]:
+        host, _, port = address.rpartition(":")
+        prefix = "" if devices else "gateway-"
+        return [
+            f"listener {port} {host}" if host else f"listener {port}",
+            *(["use_username_as_clientid true"] if devices else []),
+            "allow_anonymous false",
+            f"password_file {directory / (prefix + 'passwords')}",
+            f"acl_file {directory / (prefix + 'acl')}",
+            "",
+        ]
 
     @staticmethod
     def acl() -> str:
         lines = [
             "# Generated by `sesame broker config`. %u is the connecting username,",
             "# which for a device is its id.",
-            f"user {GATEWAY_USERNAME}",
-            f"topic readwrite {SESAME_ROOT}#",
-            "",
         ]
         for channel in sorted(DEVICE_PUBLISHES):
             lines.append(f"pattern write {TOPIC_ROOT}/%u/{channel.value}")
@@ -291,20 +423,37 @@ class MosquittoConfig:
             lines.append(f"pattern read {TOPIC_ROOT}/%u/{channel.value}")
         return "\n".join(lines) + "\n"
 
-    def password_file(self) -> str:
-        return "".join(f"{user}:{hashed}\n" for user, hashed in sorted(self.passwords.items()))
+    @staticmethod
+    def gateway_acl() -> str:
+        return "\n".join(
+            [
+                "# Generated by `sesame broker config`.",
+                f"user {GATEWAY_USERNAME}",
+                f"topic readwrite {SESAME_ROOT}#",
+                "",
+            ]
+        )
+
+    def password_file(self, *, gateway: bool = False) -> str:
+        return "".join(
+            f"{user}:{hashed}\n"
+            for user, hashed in sorted(self.passwords.items())
+            if (user == GATEWAY_USERNAME) == gateway
+        )
 
     def write(self, directory: Path) -> Path:
-        """Write ``mosquitto.conf``, ``passwords`` and ``acl``; returns the conf's path."""
+        """Write ``mosquitto.conf``, the password files and ACLs; returns the conf's path."""
         directory.mkdir(parents=True, exist_ok=True)
         self.write_passwords(directory)
         _replace(directory / "acl", self.acl(), 0o644)
+        _replace(directory / "gateway-acl", self.gateway_acl(), 0o644)
         _replace(directory / "mosquitto.conf", self.conf(directory.resolve()), 0o644)
         return directory / "mosquitto.conf"
 
     def write_passwords(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         _replace(directory / "passwords", self.password_file(), 0o600)
+        _replace(directory / "gateway-passwords", self.password_file(gateway=True), 0o600)
 
 
 def _replace(path: Path, text: str, mode: int) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import socket
 import time
 from collections import defaultdict
@@ -101,7 +102,13 @@ class Gateway:
         self.host, self.port = broker_address(url)
         self.password = password
         self.heartbeat_timeout = timedelta(seconds=heartbeat_timeout_seconds)
-        client_id = f"{protocol.GATEWAY_USERNAME}-{socket.gethostname()}-{os.getpid()}"
+        # Unguessable, so that no one can aim at it (a device cannot take it anyway: the
+        # embedded broker binds a device's client id to its username, and Mosquitto has
+        # the gateway on a listener of its own).
+        client_id = (
+            f"{protocol.GATEWAY_USERNAME}-{secrets.token_hex(8)}-{socket.gethostname()}"
+            f"-{os.getpid()}"
+        )
         self._client = _JitteredClient(client_id[:64], clean_session=True)
         self._client.set_auth_credentials(protocol.GATEWAY_USERNAME, password)
         self._client.on_connect = self._on_connect

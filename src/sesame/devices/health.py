@@ -16,6 +16,8 @@ DEVICE_OFFLINE = "device_offline"
 LOW_BATTERY = "low_battery"
 FLAKY_CONNECTION = "flaky_connection"
 DEVICE_DECOMMISSIONED = "device_decommissioned"
+UNEXPECTED_RESULT = "unexpected_result"
+REMEMBERED_UNEXPECTED = 20
 
 LOW_BATTERY_PCT = 20
 FLAKY_WINDOW = timedelta(minutes=10)
@@ -118,6 +120,32 @@ def clock_checked(device: Device, offset_ms: int, threshold_ms: int, now: dateti
     else:
         _clear(device, "warnings", "clock_drift")
     return drifting and not was
+
+
+def unexpected_result(device: Device, command_id: str, now: datetime) -> bool:
+    """Record a result for a command the platform never sent this device; True the first
+    time this command id is reported. Something published on the device's ``results`` or
+    sent it a command that did not come from the platform: the error stays until its
+    credentials are rotated (or it is decommissioned). Every gateway hears the same
+    result; the ids kept here make the first one under the device's lock the only one
+    to raise it."""
+    issues: dict[str, Any] = dict(device.errors or {})
+    current = issues.get(UNEXPECTED_RESULT)
+    seen: list[str] = list(current.get("command_ids", [])) if current else []
+    if command_id in seen:
+        return False
+    issues[UNEXPECTED_RESULT] = {
+        "message": "the device reported the result of a command the platform never sent it",
+        "created_at": current["created_at"] if current else now.isoformat(),
+        "command_ids": [*seen, command_id][-REMEMBERED_UNEXPECTED:],
+    }
+    device.errors = issues
+    return True
+
+
+def credentials_replaced(device: Device) -> None:
+    """New credentials end what the old ones may have been used for."""
+    _clear(device, "errors", UNEXPECTED_RESULT)
 
 
 def decommissioned(device: Device, now: datetime) -> None:

@@ -175,6 +175,15 @@ class AttemptRepository(CrudRepository[ActionAttempt]):
         )
         return result.scalars().all()
 
+    async def issued_to(self, attempt_id: UUID, device_id: UUID) -> bool:
+        """Whether the platform ever made this attempt for this device."""
+        found = await self.session.execute(
+            select(ActionAttempt.id).where(
+                ActionAttempt.id == attempt_id, ActionAttempt.device_id == device_id
+            )
+        )
+        return found.first() is not None
+
     async def finish(
         self,
         attempt_id: UUID,

@@ -117,6 +117,7 @@ class DeviceService(CrudService[Device]):
         secret = new_token(24)
         device.credential_hash = hash_password(secret)
         device.credentials_issued_at = self.runtime.clock.now()
+        health.credentials_replaced(device)
         await self.repository.flush()
         await outbox.append(self.session, [self._message("device.credentials_rotated", device)])
         self._sync_broker(device.id, drop_session=True)

@@ -27,7 +27,9 @@ CATEGORIES = {
     for c in (
         Category("doorbell", False, "Someone rang your doorbell."),
         Category("keys", False, "A key was shared with you."),
-        Category("security", True, "Your access changed: a key revoked."),
+        Category(
+            "security", True, "Your access changed: a key revoked; a device commanded by others."
+        ),
         Category("guest_passes", False, "A guest pass you issued was used."),
         Category("devices", False, "Devices at your sites: offline, low battery, clock drift."),
         Category("operations", True, "Platform alerts: error rates, relay lag."),
@@ -64,6 +66,16 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
     "device.clock_drift": {
         "ko": ("기기 시계 오차", "{site}의 {device} 시계가 {offset}초 어긋났습니다."),
         "en": ("Device clock drift", "The clock of {device} at {site} is off by {offset} s."),
+    },
+    "device.unexpected_result": {
+        "ko": (
+            "기기 보안 경고",
+            "{site}의 {device}이(가) 플랫폼이 보내지 않은 명령의 결과를 보고했습니다.",
+        ),
+        "en": (
+            "Device security alert",
+            "{device} at {site} reported the result of a command the platform never sent.",
+        ),
     },
     "ops.alert": {
         "ko": ("운영 경보: {name}", "{message}"),

@@ -7,6 +7,7 @@
 | `key.revoked` | the key's holder | security (critical) |
 | a guest pass used (`key.used` of a guest key) | the resident who issued it | guest_passes |
 | `device.offline`, low battery, `device.clock_drift` | the site's managers | devices |
+| `device.unexpected_result` (a result of no command sent) | the site's managers | security |
 | `ops.alert` | platform administrators (and the platform's webhooks) | operations (critical) |
 
 Besides, every event of a partner goes to the partner's webhook endpoints whose filter
@@ -51,6 +52,8 @@ async def intents_for(repository: NotificationRepository, row: Any, today: Any) 
             topic,
             {"offset": round(abs(int(payload.get("offset_ms") or 0)) / 1000, 1)},
         )
+    if topic == "device.unexpected_result":
+        return await _for_managers(repository, row, payload, topic, {}, category="security")
     if topic in ("key.issued", "key.shared", "key.revoked") and payload.get("person_id"):
         people = await repository.people([UUID(payload["person_id"])])
         site = await repository.site_name(UUID(payload["site_id"]))
@@ -125,6 +128,8 @@ async def _for_managers(
     payload: dict[str, Any],
     template: str,
     extra: dict[str, Any],
+    *,
+    category: str = "devices",
 ) -> list[Intent]:
     site_id = _uuid(payload, "site_id")
     if site_id is None or row.partner_id is None:
@@ -132,7 +137,7 @@ async def _for_managers(
     place = await repository.place(row.aggregate_id) or {}
     managers = await repository.site_managers(row.partner_id, site_id)
     return [
-        Intent(managers, template, "devices", {**place, **extra}, _ids(payload, "device"), site_id)
+        Intent(managers, template, category, {**place, **extra}, _ids(payload, "device"), site_id)
     ]
 
 

@@ -68,8 +68,13 @@ class _Client(gmqtt.Client):
     """Reconnects after a disconnection with capped exponential backoff and full jitter."""
 
     failures = 0
+    # A device that has lost power never reconnects (gmqtt's stop_reconnect still lets
+    # one attempt through).
+    gone = False
 
     async def reconnect(self, delay: bool = False) -> None:
+        if self.gone:
+            return
         if delay:
             self.failures += 1
             self.reconnect_delay = 0.1 + backoff_delay(self.failures, base=0.3, cap=5.0)
@@ -175,11 +180,21 @@ class SimulatedDevice:
         for task in self._tasks:
             task.cancel()
         if self._client is not None:
+            self._client.gone = True
             self._client.stop_reconnect()
             transport = getattr(getattr(self._client, "_connection", None), "_transport", None)
             if transport is not None:
                 transport.abort()
         self.connected.clear()
+
+    async def hang(self) -> None:
+        """Stop without a word and leave the socket open: a device that restarted while
+        the broker still holds its old connection (the new boot takes it over)."""
+        for task in self._tasks:
+            task.cancel()
+        if self._client is not None:
+            self._client.gone = True
+            self._client.stop_reconnect()
 
     async def drop_connection(self) -> None:
         """Lose the network for a moment; the client reconnects by itself, with jitter."""
