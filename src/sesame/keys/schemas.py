@@ -125,6 +125,9 @@ class KeyQuery(ListQuery):
 class ShareRequest(Window):
     phone: Phone
     name: Name
+    schedule: ScheduleIn | None = Field(
+        None, description="Within your key's schedule; left out, your key's applies."
+    )
 
 
 class GuestPassRequest(Window):
@@ -132,6 +135,9 @@ class GuestPassRequest(Window):
     guest_name: Name
     guest_phone: Phone | None = None
     max_uses: int = Field(1, ge=1, le=100)
+    schedule: ScheduleIn | None = Field(
+        None, description="Within your key's schedule; left out, your key's applies."
+    )
 
 
 class GuestPass(BaseModel):
