@@ -21,7 +21,7 @@ from sesame.auth.principal import Principal
 from sesame.devices import protocol
 from sesame.devices.drivers.native import OPEN_ACTIONS
 from sesame.devices.repository import DeviceRepository
-from sesame.devices.service import NoDevice, engine_of
+from sesame.devices.service import NoDevice, engine_of, require_online
 from sesame.keys import credentials, schedule
 from sesame.keys.access import (
     Refusal,
@@ -137,8 +137,11 @@ async def open_entrance(
     entrance_id: UUID,
     duration_s: int | None,
     ttl_seconds: int | None,
+    *,
+    queue: bool = False,
 ) -> tuple[ActionAttempt, protocol.Command | None]:
-    """A resident's remote open: the key check, the access log, then the device."""
+    """A resident's remote open: the key check, the access log, then the device (known
+    offline: a ``device_offline`` error, unless ``queue``)."""
     entrance = await EntranceRepository(session).get(PLATFORM, entrance_id)
     keys = (
         await KeyRepository(session).of_people(
@@ -189,6 +192,7 @@ async def open_entrance(
     device = await DeviceRepository(session).opener_of(PLATFORM, entrance.id, list(OPEN_ACTIONS))
     if device is None:
         raise NoDevice("no active device can open this entrance")
+    require_online(device, queue=queue)  # nothing is logged nor spent: the request fails
     action = OPEN_ACTIONS[device.kind]
     params = {"duration_s": duration_s} if duration_s is not None and action == "open" else {}
     attempt, command = await engine_of(runtime).submit(
