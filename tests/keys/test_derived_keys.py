@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from sesame.keys import lifecycle
 from tests.device_fixtures import Fleet
 from tests.keys.test_keys_e2e import resident_key, resident_token, sign_in, wait_for_trust
 from tests.support import unique_phone
@@ -197,3 +198,29 @@ async def test_a_share_asking_for_hours_outside_the_parents_is_refused(fleet: Fl
         json={"phone": unique_phone(), "name": "가족"},
     )
     assert inherited.json()["schedule"] == WEEKDAYS_7_TO_22
+
+
+async def test_a_shared_key_stops_with_its_parents_last_use(fleet: Fleet) -> None:
+    """Once the parent's last use is spent, the shared key is refused at once, and the
+    sweep that expires the parent expires it too."""
+    await fleet.run("entrance_reader")
+    key = await resident_key(fleet)
+    owner = await resident_token(fleet.api, fleet.runtime, fleet.world, fleet.world.ids["person"])
+    member_phone = unique_phone()
+    shared = await fleet.api.post(
+        f"/v1/me/keys/{key['id']}/share", token=owner, json={"phone": member_phone, "name": "가족"}
+    )
+    assert shared.status_code == 201, shared.text
+    member = await sign_in(fleet.api, fleet.runtime, member_phone)
+    await _patch_key(fleet, key["id"], {"max_uses": 1})
+    entrance = f"/v1/entrances/{fleet.world.ids['entrance']}/open"
+    opened = await fleet.api.post(entrance, token=owner, params={"wait": 5})
+    assert opened.status_code == 201, opened.text
+    refused = await fleet.api.post(entrance, token=member)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["details"]["reason"] == "uses_exhausted"
+    await lifecycle.advance(fleet.runtime)
+    assert (await _key(fleet, key["id"]))["status"] == "expired"
+    child = await _key(fleet, shared.json()["id"])
+    assert child["status"] == "expired"
+    assert child["ends_at"] is not None
