@@ -97,6 +97,7 @@ async def follow_parent(session: AsyncSession, runtime: Runtime, parent: Key) ->
     uses), suspended while it is, resumed with it. Returns the keys that changed."""
     now = runtime.clock.now()
     changed: list[Key] = []
+    descendants: list[Key] = []
     messages = []
     pending = [parent]
     while pending:
@@ -123,12 +124,15 @@ async def follow_parent(session: AsyncSession, runtime: Runtime, parent: Key) ->
                     topic = "key.activated" if child.status is KeyStatus.ACTIVE else "key.expired"
             if (child.status, child.starts_at, child.ends_at) != before:
                 changed.append(child)
-                pending.append(child)
+            descendants.append(child)
+            pending.append(child)
             if topic is not None:
                 messages.append(key_message(topic, child, reason="parent"))
     await session.flush()
     await outbox.append(session, messages)
-    await schedule.follow(session, runtime, changed)
+    # Every descendant: their timing jobs, and the PIN codes tied to them (which follow
+    # the parent's schedule too), look again.
+    await schedule.follow(session, runtime, descendants)
     announce(session, runtime, {k.site_id for k in changed})
     return changed
 
@@ -295,8 +299,8 @@ class KeyService(CrudService[Key]):
             if obj.parent_key_id is not None
             else None
         )
-        if parent is not None:
-            check_within_parent(obj, parent)
+        if parent is not None and changes.keys() & {"starts_at", "ends_at", "schedule"}:
+            check_within_parent(obj, parent)  # a suspension or a new name is always fine
         if status == "suspended" and obj.status is not KeyStatus.SUSPENDED:
             obj.status = KeyStatus.SUSPENDED
             await outbox.append(self.session, [key_message("key.suspended", obj)])
