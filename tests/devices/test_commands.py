@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
 from sesame.simulators import Faults
 from tests.device_fixtures import Fleet
@@ -255,3 +256,59 @@ async def test_an_entrance_without_a_device_is_a_conflict(fleet: Fleet) -> None:
     response = await fleet.api.post(f"/v1/entrances/{gate['id']}/open", token=token)
     assert response.status_code == 409
     assert response.json()["type"] == "no_device"
+
+
+async def _the_entrances_only_reader_gone_offline(fleet: Fleet) -> dict[str, Any]:
+    """The world's entrance with one reader, running and then switched off."""
+    retired = await fleet.api.delete(
+        f"/v1/devices/{fleet.world.ids['device']}", token=fleet.world.tokens["partner_admin"]
+    )
+    assert retired.status_code == 204, retired.text
+    device, sim = await fleet.run("entrance_reader")
+    await sim.stop()
+    await fleet.wait_for(lambda d: not d["online"], device["id"])
+    return device
+
+
+async def test_opening_through_a_device_known_offline_fails_at_once(fleet: Fleet) -> None:
+    """A door whose device is offline answers `device_offline` now (no attempt is left
+    to wait out its time to live); with `queue=true` the command waits for the device
+    and runs when it is back."""
+    device = await _the_entrances_only_reader_gone_offline(fleet)
+    path = f"/v1/entrances/{fleet.world.ids['entrance']}/open"
+    token = fleet.world.tokens["site_manager"]
+    refused = await fleet.api.post(path, params={"wait": 10}, token=token, json={"ttl_seconds": 30})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["type"] == "device_offline"
+    assert refused.json()["details"]["device_id"] == device["id"]
+    attempts = await fleet.api.get(
+        "/v1/action-attempts", params={"device_id": device["id"]}, token=token
+    )
+    assert attempts.json()["items"] == []
+
+    queued = await fleet.api.post(
+        path, params={"queue": "true"}, token=token, json={"ttl_seconds": 30}
+    )
+    assert queued.status_code == 201, queued.text
+    assert queued.json()["status"] == "pending"
+    back = await fleet.start(fleet.simulator(device))
+    finished = await fleet.api.get(
+        f"/v1/action-attempts/{queued.json()['id']}", params={"wait": 10}, token=token
+    )
+    assert finished.json()["status"] == "success"
+    assert len(back.executed) == 1
+
+
+async def test_a_residents_open_through_an_offline_device_spends_nothing(fleet: Fleet) -> None:
+    """The resident's key allows it, but the device is offline: `device_offline` at once,
+    and the key's use is not spent."""
+    from tests.keys.test_keys_e2e import resident_key, resident_token
+
+    await _the_entrances_only_reader_gone_offline(fleet)
+    owner = await resident_token(fleet.api, fleet.runtime, fleet.world, fleet.world.ids["person"])
+    refused = await fleet.api.post(
+        f"/v1/entrances/{fleet.world.ids['entrance']}/open", params={"wait": 10}, token=owner
+    )
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["type"] == "device_offline"
+    assert (await resident_key(fleet))["uses_count"] == 0

@@ -120,3 +120,20 @@ def test_a_schedule_with_no_window_left_for_a_finished_code_asks_for_nothing() -
     assert rules.next_moment(pin, utc(2026, 3, 7, 17), LEAD) is None
     deleted = a_code(a_key(schedule=NINE_TO_FIVE), wanted=False)
     assert lock_boundary([deleted], rules, utc(2026, 3, 7, 17), LEAD) is None
+
+
+def test_a_code_tied_to_a_guest_pass_follows_the_hosts_schedule_and_suspension() -> None:
+    """A pass with no schedule of its own, given from a 09:00-17:00 key: its code is on
+    the lock only in the host's hours, and off while the host is suspended."""
+    host = a_key(schedule=NINE_TO_FIVE)
+    guest = a_key(parent_key_id=host.id)
+    pin = a_code(guest)
+    rules = LockTerms({guest.id: guest}, SEOUL, {guest.id: [guest, host]})
+    noon, evening = utc(2026, 6, 1, 3), utc(2026, 6, 1, 11)  # 12:00 and 20:00 in Seoul
+    assert rules.belongs(pin, noon, LEAD)
+    assert not rules.belongs(pin, evening, LEAD)
+    assert rules.next_moment(pin, noon, LEAD) == utc(2026, 6, 1, 8)  # 17:00 in Seoul
+    host.status = KeyStatus.SUSPENDED
+    assert not rules.belongs(pin, noon, LEAD)
+    host.status = KeyStatus.REVOKED
+    assert rules.finished(pin, noon)

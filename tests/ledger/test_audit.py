@@ -183,3 +183,49 @@ def test_gaps_reordering_and_changed_bytes_are_reported() -> None:
     assert (3, "bad_signature") in kinds(report)
     assert not report.root_ok
     assert not report.ok
+
+
+def test_a_pass_issued_beyond_its_parent_is_reported() -> None:
+    """A pass without the parent's schedule, or ending after it, was issued beyond it."""
+    log = Log()
+    hours = {"weekdays": [0, 1, 2, 3, 4], "start": "07:00", "end": "22:00"}
+    ends = (START + timedelta(days=2)).isoformat()
+    resident = log.issue("resident", {"kind": "system"}, schedule=hours, ends_at=ends)
+    owner = {"kind": "resident", "persons": [entries.parse(log.bodies[0])["data"]["person_id"]]}
+    inside = {"weekdays": [1], "start": "09:00", "end": "18:00"}
+    log.issue("guest", owner, parent_key_id=resident, schedule=inside, ends_at=ends)
+    open_hours = log.issue("guest", owner, parent_key_id=resident, ends_at=ends)
+    too_long = log.issue(
+        "guest",
+        owner,
+        parent_key_id=resident,
+        schedule=hours,
+        ends_at=(START + timedelta(days=365)).isoformat(),
+    )
+    report = log.report()
+    assert [(v.index, v.kind, v.subject) for v in report.violations] == [
+        (2, "issued_beyond_parent", open_hours),
+        (3, "issued_beyond_parent", too_long),
+    ]
+
+
+def test_a_child_used_while_its_parent_could_not_be_is_reported() -> None:
+    """A shared key used after its parent was suspended or revoked, though nothing was
+    recorded about the child itself."""
+    log = Log()
+    resident = log.issue("resident", {"kind": "system"})
+    owner = {"kind": "resident", "persons": [entries.parse(log.bodies[0])["data"]["person_id"]]}
+    shared, member = str(uuid.uuid4()), str(uuid.uuid4())
+    log.add("key.shared", shared, owner, kind="household", parent_key_id=resident, person_id=member)
+    guest = log.issue("guest", {"kind": "resident", "persons": [member]}, parent_key_id=shared)
+    log.add("key.used", guest, {"kind": "device"}, device_id="d1")
+    log.add("key.suspended", resident, ADMIN)
+    while_suspended = log.add("key.used", shared, {"kind": "device"}, device_id="d1")
+    log.add("key.resumed", resident, ADMIN)
+    log.add("key.used", guest, {"kind": "device"}, device_id="d1")
+    log.add("key.revoked", resident, ADMIN)
+    grandchild = log.add("key.used", guest, {"kind": "device"}, device_id="d1")
+    assert kinds(log.report()) == [
+        (while_suspended, "use_beyond_parent"),
+        (grandchild, "use_beyond_parent"),
+    ]

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 from sesame.api.crud import InputModel, ListQuery, OutputModel
 from sesame.auth.principal import API_KEY_SCOPES
-from sesame.kit.types import Email, Name, Phone
+from sesame.kit.types import Email, Instant, Name, Phone
 from sesame.models import StaffRole
 from sesame.people.schemas import HouseholdRead, PersonRead
 
@@ -51,7 +51,7 @@ class ApiKeyCreate(InputModel):
         description="Any of: " + ", ".join(API_KEY_SCOPES) + " (write implies read).",
     )
     partner_id: UUID | None = Field(None, description="Required for platform staff only.")
-    expires_at: datetime | None = None
+    expires_at: Instant | None = None
 
 
 class ApiKeyUpdate(InputModel):

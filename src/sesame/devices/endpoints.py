@@ -151,9 +151,21 @@ async def _run(
     return ActionAttemptRead.of(finished or attempt)
 
 
+Queue = Annotated[
+    bool,
+    Query(
+        description="Queue the command if the device is offline: it is sent when the "
+        "device comes back within the command's time to live. Without it, an offline "
+        "device is a `device_offline` error at once.",
+    ),
+]
+
 _attempt_responses: dict[int | str, dict[str, Any]] = {
     201: {"description": "The attempt, finished or still pending"},
-    409: {"description": "The device is decommissioned, or the entrance has no device"},
+    409: {
+        "description": "The device is decommissioned or offline (`device_offline`), or "
+        "the entrance has no device"
+    },
     503: {"description": "The device gateway is not running"},
 }
 
@@ -200,17 +212,25 @@ async def open_entrance(
     runtime: AppRuntime,
     body: OpenRequest | None = None,
     wait: Wait = 0,
+    queue: Queue = False,
 ) -> ActionAttemptRead:
     """Open an entrance through its device, as an action attempt. A resident's request
-    is checked against their keys first, and written to the access log either way."""
+    is checked against their keys first, and written to the access log either way. A
+    device known to be offline is a `device_offline` error at once, unless `queue`."""
     request = body or OpenRequest()
     if principal.kind == "resident":
         attempt, command = await resident.open_entrance(
-            session, runtime, principal, entrance_id, request.duration_s, request.ttl_seconds
+            session,
+            runtime,
+            principal,
+            entrance_id,
+            request.duration_s,
+            request.ttl_seconds,
+            queue=queue,
         )
     else:
         attempt, command = await DeviceService(session, principal, runtime).open_entrance(
-            entrance_id, request
+            entrance_id, request, queue=queue
         )
     response.headers["Location"] = f"{API_PREFIX}/action-attempts/{attempt.id}"
     return await _run(session, runtime, attempt, command, wait)

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from sesame.api.crud import InputModel, ListQuery, OutputModel
 from sesame.devices import health
 from sesame.devices.drivers import driver_for
-from sesame.kit.types import Name
+from sesame.kit.types import Instant, Name
 from sesame.models import AttemptStatus, DeviceKind, DeviceStatus
 
 Short = Field(min_length=1, max_length=100)
@@ -180,4 +180,4 @@ class EventQuery(ListQuery):
     device_id: UUID | None = None
     site_id: UUID | None = None
     type: str | None = Field(None, max_length=48)
-    since: datetime | None = Field(None, description="Only events that occurred at or after.")
+    since: Instant | None = Field(None, description="Only events that occurred at or after.")

@@ -53,6 +53,24 @@ class NoDevice(Conflict):
     type = "no_device"
 
 
+class DeviceOffline(Conflict):
+    """An open is wanted now: through a device known to be offline it fails at once,
+    instead of waiting in the queue until its time to live runs out."""
+
+    type = "device_offline"
+
+
+def require_online(device: Device, *, queue: bool) -> None:
+    """``queue``: the caller accepts a command that waits for the device to come back."""
+    if not queue and not device.online:
+        raise DeviceOffline(
+            "the device that opens this entrance is offline; try again later, "
+            "or ask to queue the command with queue=true",
+            device_id=str(device.id),
+            last_seen_at=device.last_seen_at.isoformat() if device.last_seen_at else None,
+        )
+
+
 class DeviceService(CrudService[Device]):
     group = Group.DEVICES
     noun = "device"
@@ -154,9 +172,10 @@ class DeviceService(CrudService[Device]):
         )
 
     async def open_entrance(
-        self, entrance_id: UUID, request: OpenRequest
+        self, entrance_id: UUID, request: OpenRequest, *, queue: bool = False
     ) -> tuple[ActionAttempt, protocol.Command | None]:
-        """Open an entrance through the device bound to it (an online one first)."""
+        """Open an entrance through the device bound to it (an online one first); an
+        offline one is a ``device_offline`` error unless ``queue``."""
         self.principal.require(self.group, Action.WRITE)
         device = await DeviceRepository(self.session).opener_of(
             self.principal.scope, entrance_id, list(OPEN_ACTIONS)
@@ -165,6 +184,7 @@ class DeviceService(CrudService[Device]):
             # Tell "no such entrance" (404) from "nothing to open it with" (409).
             await self.visible(EntranceRepository(self.session), entrance_id, "entrance")
             raise NoDevice("no active device can open this entrance")
+        require_online(device, queue=queue)
         action = OPEN_ACTIONS[device.kind]
         params = (
             {"duration_s": request.duration_s}

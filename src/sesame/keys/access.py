@@ -11,11 +11,16 @@
 - **Uses.** A key with ``max_uses`` is spent after that many granted openings.
 - **Status.** Revoked and suspended are decisions; scheduled, active and expired follow
   from time and uses (``effective_status``).
+- **Derived keys.** A shared key or a guest pass is bounded by the key it was given from,
+  and that one by its own parent: a key opens a door only when every key of its lineage
+  (``Terms``) would. Its window is the intersection of theirs, and so are its schedules:
+  a moment is allowed when each schedule of the lineage allows it.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -111,6 +116,74 @@ class Schedule:
             day += timedelta(days=1)
         return out
 
+    def minutes(self) -> frozenset[int]:
+        """The minutes of the week (Monday 00:00 = 0) the schedule allows, on the wall
+        clock: what makes one weekly schedule comparable with another of the same site."""
+        start = self.start.hour * 60 + self.start.minute
+        end = self.end.hour * 60 + self.end.minute
+        length = end - start if not self.overnight else end + DAY_MINUTES - start
+        return frozenset(
+            (day * DAY_MINUTES + start + offset) % WEEK_MINUTES
+            for day in self.weekdays
+            for offset in range(length)
+        )
+
+    def within(self, other: Schedule) -> bool:
+        """Whether every moment this schedule allows, ``other`` allows too."""
+        return self.minutes() <= other.minutes()
+
+
+DAY_MINUTES = 24 * 60
+WEEK_MINUTES = 7 * DAY_MINUTES
+Interval = tuple[datetime, datetime]
+
+
+def intersect(first: Sequence[Interval], second: Sequence[Interval]) -> list[Interval]:
+    """The moments in both lists of sorted, disjoint intervals."""
+    out: list[Interval] = []
+    i = j = 0
+    while i < len(first) and j < len(second):
+        lo, hi = max(first[i][0], second[j][0]), min(first[i][1], second[j][1])
+        if lo < hi:
+            out.append((lo, hi))
+        if first[i][1] <= second[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What a key allows once the keys it derives from are counted: the latest start,
+    the earliest end and every schedule of its lineage (the key first, then its parent,
+    and so on)."""
+
+    starts_at: datetime | None
+    ends_at: datetime | None
+    schedules: tuple[Schedule, ...]
+
+    @classmethod
+    def of(cls, lineage: Sequence[Any]) -> Terms:
+        starts = [k.starts_at for k in lineage if k.starts_at is not None]
+        ends = [k.ends_at for k in lineage if k.ends_at is not None]
+        schedules = (Schedule.parse(k.schedule) for k in lineage)
+        return cls(
+            max(starts, default=None),
+            min(ends, default=None),
+            tuple(s for s in schedules if s is not None),
+        )
+
+    def intervals(self, begin: datetime, finish: datetime, zone: ZoneInfo) -> list[Interval]:
+        """The intervals between ``begin`` and ``finish`` that the window and every
+        schedule allow."""
+        lo = max(begin, self.starts_at) if self.starts_at else begin
+        hi = min(finish, self.ends_at) if self.ends_at else finish
+        allowed: list[Interval] = [(lo, hi)] if lo < hi else []
+        for schedule in self.schedules:
+            allowed = intersect(allowed, schedule.intervals(lo, hi, zone))
+        return allowed
+
 
 def _local(day: date, clock: time, zone: ZoneInfo) -> datetime:
     """A wall-clock time on a date, as an instant. A time skipped by a spring-forward
@@ -148,6 +221,18 @@ def refusal(key: Any, place: Place, now: datetime, zone: ZoneInfo) -> Refusal | 
     schedule = Schedule.parse(key.schedule)
     if schedule is not None and not schedule.allows(now, zone):
         return Refusal.OUTSIDE_SCHEDULE
+    return None
+
+
+def lineage_refusal(
+    lineage: Sequence[Any], place: Place, now: datetime, zone: ZoneInfo
+) -> Refusal | None:
+    """Why the first key of ``lineage`` may not open ``place`` at ``now``: its own reason,
+    or that of a key it derives from (a pass is refused where its parent would be)."""
+    for key in lineage:
+        reason = refusal(key, place, now, zone)
+        if reason is not None:
+            return reason
     return None
 
 

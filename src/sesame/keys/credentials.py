@@ -9,6 +9,10 @@ list of blocked keys, both pushed to it on the device protocol's ``trust`` chann
 counts each ``jti`` it admits, so a copy presented again is a replay. The exact check is
 in ``sesame.keys.reader`` and ``docs/protocol.md``.
 
+A credential for a key given from another (a shared key, a guest pass) is bounded by its
+whole lineage (``access.Terms``): it starts no earlier and ends no later than any of them,
+and ``sch`` holds only the moments every schedule of the lineage allows.
+
 Mobile credentials are issued in small batches of single-use tokens, one batch per
 entrance, valid at most a day; a guest's QR pass is one token for its whole window and
 number of uses, and stays the same for the pass's life (the same ``jti``).
@@ -35,11 +39,11 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sesame.devices import protocol
-from sesame.keys.access import Place, Schedule
+from sesame.keys.access import Place, Terms, covers, effective_status
 from sesame.keys.repository import KeyRepository, SigningKeyRepository
 from sesame.kit.logging import get_logger
 from sesame.kit.security import b64url, derive_key, seal, unseal
-from sesame.models import Key, Site, SiteSigningKey
+from sesame.models import Key, KeyStatus, Site, SiteSigningKey
 from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime
 
@@ -54,6 +58,7 @@ BLOCK_LIST_OVERFLOW = Counter(
     "Trust documents whose block list was cut at the protocol's limit",
 )
 log = get_logger("sesame.keys.credentials")
+ENDED = (KeyStatus.REVOKED, KeyStatus.SUSPENDED, KeyStatus.EXPIRED)
 
 
 def _sealing_key(runtime: Runtime) -> bytes:
@@ -111,9 +116,13 @@ def claims_for(
     zone: ZoneInfo,
     credential_id: UUID,
     uses: int,
+    terms: Terms | None = None,
 ) -> dict[str, Any]:
-    not_before = max(now, key.starts_at) if key.starts_at else now
-    expires = min(now + lifetime, key.ends_at) if key.ends_at else now + lifetime
+    """``terms``: the key's lineage's (``Terms.of``); the key's own when left out."""
+    terms = terms or Terms.of([key])
+    not_before = max(now, terms.starts_at) if terms.starts_at else now
+    expires = min(now + lifetime, terms.ends_at) if terms.ends_at else now + lifetime
+    expires = max(expires, not_before)
     claims: dict[str, Any] = {
         "iss": f"sesame:site:{key.site_id}",
         "sub": str(key.person_id),
@@ -124,10 +133,9 @@ def claims_for(
         "exp": _epoch(expires),
         "uses": uses,
     }
-    schedule = Schedule.parse(key.schedule)
-    if schedule is not None:
+    if terms.schedules:
         claims["sch"] = [
-            [_epoch(a), _epoch(b)] for a, b in schedule.intervals(not_before, expires, zone)
+            [_epoch(a), _epoch(b)] for a, b in terms.intervals(not_before, expires, zone)
         ]
     return claims
 
@@ -167,9 +175,14 @@ async def mobile_credentials(
     *,
     per_entrance: int,
 ) -> list[dict[str, Any]]:
-    """A batch of single-use tokens for each entrance the key opens."""
-    kid, private = await signer(session, runtime, site)
+    """A batch of single-use tokens for each entrance the key and its lineage open."""
+    lineage = await KeyRepository(session).lineage(key)
     now = runtime.clock.now()
+    if any(effective_status(k, now) in ENDED for k in lineage[1:]):
+        return []  # given from a key that no longer opens anything
+    places = [p for p in places if all(covers(k, p) for k in lineage)]
+    terms = Terms.of(lineage)
+    kid, private = await signer(session, runtime, site)
     zone = ZoneInfo(site.time_zone)
     issued = []
     for place in places:
@@ -182,6 +195,7 @@ async def mobile_credentials(
                 zone=zone,
                 credential_id=uuid.uuid4(),
                 uses=1,
+                terms=terms,
             )
             issued.append(
                 {
@@ -202,8 +216,9 @@ async def guest_pass(
         key.pass_id = uuid.uuid4()
     kid, private = await signer(session, runtime, site)
     now = runtime.clock.now()
-    start = key.starts_at or now
-    lifetime = (key.ends_at - start) if key.ends_at else PASS_LIFETIME
+    terms = Terms.of(await KeyRepository(session).lineage(key))
+    start = terms.starts_at or key.starts_at or now
+    lifetime = (terms.ends_at - start) if terms.ends_at else PASS_LIFETIME
     claims = claims_for(
         key,
         entrance_id,
@@ -212,6 +227,7 @@ async def guest_pass(
         zone=ZoneInfo(site.time_zone),
         credential_id=key.pass_id,
         uses=key.max_uses or 1,
+        terms=terms,
     )
     return sign(kid, private, claims)
 

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sesame.keys import schedule
 from sesame.keys.access import effective_status
 from sesame.keys.repository import KeyRepository
-from sesame.keys.service import key_message, local_midnight, revoke
+from sesame.keys.service import follow_parent, key_message, local_midnight, revoke
 from sesame.kit.db import commit, write_intent
 from sesame.kit.repository import TenantScope
 from sesame.models import Household, Key, KeyKind, KeyReason, KeyStatus, TargetKind
@@ -83,6 +83,7 @@ async def on_household_change(
     if key.status is not KeyStatus.SUSPENDED:
         key.status = effective_status(key, runtime.clock.now())
     await schedule.follow(session, runtime, [key])
+    await follow_parent(session, runtime, key)
 
 
 async def on_move_out(session: AsyncSession, runtime: Runtime, household: Household) -> None:
@@ -101,6 +102,7 @@ async def advance(runtime: Runtime) -> int:
         async with runtime.session_factory() as session:
             now = runtime.clock.now()
             messages = []
+            expired: list[Key] = []
             for key in await KeyRepository(session).due(now):
                 status = effective_status(key, now)
                 if status is key.status:
@@ -109,6 +111,10 @@ async def advance(runtime: Runtime) -> int:
                 changed += 1
                 topic = "key.activated" if status is KeyStatus.ACTIVE else "key.expired"
                 messages.append(key_message(topic, key))
+                if status is KeyStatus.EXPIRED:
+                    expired.append(key)
             await outbox.append(session, messages)
+            for key in expired:
+                await follow_parent(session, runtime, key)
             await commit(session)
     return changed

@@ -42,6 +42,7 @@ from sesame.kit.logging import get_logger
 from sesame.kit.security import derive_key, keyed_digest, seal, unseal
 from sesame.models import ActionAttempt, AttemptStatus, Device, PinCode, PinStatus
 from sesame.outbox import repository as outbox
+from sesame.people.repository import PersonRepository
 from sesame.runtime import Runtime
 
 log = get_logger("sesame.pins")
@@ -124,6 +125,13 @@ class PinService(CrudService[PinCode]):
                 errors=[FieldError(("body", "key_id"), "another site", "wrong_site")],
             )
 
+    async def _person_at(self, person_id: UUID, device: Device) -> None:
+        """The person a code is for: one the caller may see, of the lock's partner (else
+        404, exactly as for an id that does not exist)."""
+        person = await self.visible(PersonRepository(self.session), person_id, "person")
+        if person.partner_id != device.partner_id:
+            raise NotFound(f"person {person_id} not found")
+
     async def generate(self, device_id: UUID) -> str:
         self.principal.require(self.group, Action.READ)
         device = await self._lock(device_id)
@@ -146,6 +154,8 @@ class PinService(CrudService[PinCode]):
         device = await self._lock(data.device_id)
         if data.key_id is not None:
             await self._key_at(data.key_id, device)
+        if data.person_id is not None:
+            await self._person_at(data.person_id, device)
         code = data.code or await self._free_code(device)
         problems = violations(code, constraints(device))
         if problems:

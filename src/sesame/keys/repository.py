@@ -23,6 +23,7 @@ from sesame.models import (
 )
 
 LIVE = (KeyStatus.SCHEDULED, KeyStatus.ACTIVE)
+MAX_LINEAGE = 8  # a resident key, a household member's share, a guest pass: far fewer
 
 
 def _equal(model: Any, query: Any, names: tuple[str, ...]) -> list[ColumnElement[bool]]:
@@ -126,10 +127,29 @@ class KeyRepository(CrudRepository[Key]):
         return int(result.scalar_one())
 
     async def children(self, parent_id: UUID) -> Sequence[Key]:
+        """Keys given from this one that are not over yet: live or suspended."""
         result = await self.session.execute(
-            select(Key).where(Key.parent_key_id == parent_id, Key.status.in_(LIVE))
+            select(Key)
+            .where(
+                Key.parent_key_id == parent_id,
+                Key.status.in_((*LIVE, KeyStatus.SUSPENDED)),
+            )
+            .order_by(Key.id)
         )
         return result.scalars().all()
+
+    async def lineage(self, key: Key) -> list[Key]:
+        """The key, then the key it was given from, and so on up to one issued directly."""
+        chain = [key]
+        while chain[-1].parent_key_id is not None and len(chain) < MAX_LINEAGE:
+            parent = await self.session.get(Key, chain[-1].parent_key_id)
+            if parent is None or parent in chain:
+                break
+            chain.append(parent)
+        return chain
+
+    async def lineages(self, keys: Sequence[Key]) -> dict[UUID, list[Key]]:
+        return {key.id: await self.lineage(key) for key in keys}
 
     async def blocked(
         self, site_id: UUID, now: datetime, *, mobile_lifetime: timedelta, limit: int

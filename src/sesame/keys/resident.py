@@ -13,7 +13,8 @@ named as they typed or by a neutral default.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -24,13 +25,27 @@ from sesame.auth.principal import Principal
 from sesame.devices import protocol
 from sesame.devices.drivers.native import OPEN_ACTIONS
 from sesame.devices.repository import DeviceRepository
-from sesame.devices.service import NoDevice, engine_of
+from sesame.devices.service import NoDevice, engine_of, require_online
 from sesame.keys import credentials, schedule
-from sesame.keys.access import Refusal, best_refusal, refusal
+from sesame.keys.access import (
+    Refusal,
+    Schedule,
+    Terms,
+    best_refusal,
+    covers,
+    lineage_refusal,
+)
 from sesame.keys.repository import AccessEventRepository, KeyRepository
 from sesame.keys.schemas import GuestPassRequest, ShareRequest
-from sesame.keys.service import initial_status, key_message, place_of, places_of, revoke
-from sesame.kit.errors import Conflict, Forbidden, NotFound, SesameError
+from sesame.keys.service import (
+    NotCoveredByParent,
+    initial_status,
+    key_message,
+    place_of,
+    places_of,
+    revoke,
+)
+from sesame.kit.errors import Conflict, FieldError, Forbidden, NotFound, SesameError
 from sesame.kit.repository import TenantScope
 from sesame.models import (
     AccessEvent,
@@ -58,6 +73,9 @@ SHARED_KEY_NAME = "Shared key"
 GUEST_PASS_NAME = "Guest pass"  # noqa: S105 - a label, not a password
 
 PLATFORM = TenantScope.platform()
+# An open-ended key given from another must open at some moment within this (a weekly
+# schedule repeats within it).
+COVERAGE_HORIZON = timedelta(days=8)
 
 
 class AccessDenied(SesameError):
@@ -74,6 +92,45 @@ class SharingLimitReached(Conflict):
     type = "sharing_limit_reached"
 
 
+@dataclass(frozen=True)
+class Derived:
+    """The terms of a key to be given from another: what was asked, within its parent."""
+
+    starts_at: datetime | None
+    ends_at: datetime | None
+    schedule: dict[str, Any] | None
+    seconds: float  # how long it may open in the coming window (0: never)
+
+
+def _derive(
+    lineage: list[Key],
+    starts_at: datetime | None,
+    ends_at: datetime | None,
+    wanted: dict[str, Any] | None,
+    now: datetime,
+    zone: ZoneInfo,
+) -> Derived:
+    """The intersection of what is asked with the parent's lineage. Its window is the
+    overlap of both; a schedule asked for must lie inside every schedule of the lineage
+    (422 otherwise), and none asked for means the parent's."""
+    terms = Terms.of(lineage)
+    own = Schedule.parse(wanted)
+    if own is not None and not all(own.within(theirs) for theirs in terms.schedules):
+        raise NotCoveredByParent(
+            "the schedule asked for is outside your key's",
+            errors=[FieldError(("body", "schedule"), "outside its parent's", "parent")],
+        )
+    starts = max(filter(None, (terms.starts_at, starts_at)), default=None)
+    ends = min(filter(None, (terms.ends_at, ends_at)), default=None)
+    inherited = next((k.schedule for k in lineage if k.schedule is not None), None)
+    schedule_raw = wanted if own is not None else inherited
+    child = Terms(starts, ends, terms.schedules + ((own,) if own is not None else ()))
+    begin = max(now, starts) if starts else now
+    finish = ends or begin + COVERAGE_HORIZON
+    seconds = sum((b - a).total_seconds() for a, b in child.intervals(begin, finish, zone))
+    return Derived(starts, ends, schedule_raw, seconds)
+
+
 async def _site(session: AsyncSession, site_id: UUID) -> Site:
     site = await SiteRepository(session).get(PLATFORM, site_id)
     if site is None:
@@ -88,8 +145,11 @@ async def open_entrance(
     entrance_id: UUID,
     duration_s: int | None,
     ttl_seconds: int | None,
+    *,
+    queue: bool = False,
 ) -> tuple[ActionAttempt, protocol.Command | None]:
-    """A resident's remote open: the key check, the access log, then the device."""
+    """A resident's remote open: the key check, the access log, then the device (known
+    offline: a ``device_offline`` error, unless ``queue``)."""
     entrance = await EntranceRepository(session).get(PLATFORM, entrance_id)
     keys = (
         await KeyRepository(session).of_people(
@@ -102,16 +162,17 @@ async def open_entrance(
         raise NotFound(f"entrance {entrance_id} not found")
     now = runtime.clock.now()
     place = place_of(entrance)
+    lineages = await KeyRepository(session).lineages(keys)
     # The site's time zone matters only to scheduled keys: no query for the others.
     zone = (
         ZoneInfo((await _site(session, entrance.site_id)).time_zone)
-        if any(key.schedule is not None for key in keys)
+        if any(k.schedule is not None for chain in lineages.values() for k in chain)
         else UTC_ZONE
     )
     refused: list[tuple[Refusal, Key]] = []
     chosen = None
     for key in keys:
-        reason = refusal(key, place, now, zone)
+        reason = lineage_refusal(lineages[key.id], place, now, zone)
         if reason is None:
             chosen = key
             break
@@ -139,6 +200,7 @@ async def open_entrance(
     device = await DeviceRepository(session).opener_of(PLATFORM, entrance.id, list(OPEN_ACTIONS))
     if device is None:
         raise NoDevice("no active device can open this entrance")
+    require_online(device, queue=queue)  # nothing is logged nor spent: the request fails
     action = OPEN_ACTIONS[device.kind]
     params = {"duration_s": duration_s} if duration_s is not None and action == "open" else {}
     attempt, command = await engine_of(runtime).submit(
@@ -201,11 +263,20 @@ async def share(
             f"the unit already has {site.max_shared_keys_per_unit} shared keys",
             limit=site.max_shared_keys_per_unit,
         )
+    lineage = await KeyRepository(session).lineage(parent)
+    derived = _derive(
+        lineage,
+        request.starts_at,
+        request.ends_at,
+        request.schedule.model_dump() if request.schedule else None,
+        now,
+        ZoneInfo(site.time_zone),
+    )
+    if not derived.seconds:
+        raise NotCoveredByParent("your key does not open at any time of this window and schedule")
     person = await _person(
         session, parent.partner_id, parent.site_id, request.phone, request.name, PersonKind.RESIDENT
     )
-    ends = min(filter(None, (parent.ends_at, request.ends_at)), default=None)
-    starts = max(filter(None, (parent.starts_at, request.starts_at)), default=None)
     key = Key(
         partner_id=parent.partner_id,
         site_id=parent.site_id,
@@ -215,8 +286,9 @@ async def share(
         target_kind=TargetKind.UNIT,
         building_id=parent.building_id,
         unit_id=parent.unit_id,
-        starts_at=starts,
-        ends_at=ends,
+        starts_at=derived.starts_at,
+        ends_at=derived.ends_at,
+        schedule=derived.schedule,
         parent_key_id=parent.id,
         uses_count=0,
         issued_by=principal.reference(parent.person_id),
@@ -267,19 +339,29 @@ async def guest_pass(
     site = await _site(session, entrance.site_id)
     now = runtime.clock.now()
     zone = ZoneInfo(site.time_zone)
-    host = next(
-        (
-            k
-            for k in held
-            if refusal(k, place_of(entrance), now, zone)
-            in (None, Refusal.OUTSIDE_SCHEDULE, Refusal.NOT_YET_VALID)
-        ),
-        None,
-    )
-    if host is None:
+    place = place_of(entrance)
+    lineages = await KeyRepository(session).lineages(held)
+    hosts = [
+        k
+        for k in held
+        if covers(k, place)
+        and lineage_refusal(lineages[k.id], place, now, zone)
+        in (None, Refusal.OUTSIDE_SCHEDULE, Refusal.NOT_YET_VALID)
+    ]
+    if not hosts:
         raise Forbidden("your keys do not open this entrance")
     if request.guest_phone is None:
         raise Forbidden("a guest pass needs the guest's phone")
+    starts = request.starts_at or now
+    ends = request.ends_at or starts + timedelta(hours=24)
+    wanted = request.schedule.model_dump() if request.schedule else None
+    # The best covering key: the one under which the pass may open longest.
+    host, derived = max(
+        ((k, _derive(lineages[k.id], starts, ends, wanted, now, zone)) for k in hosts),
+        key=lambda pair: pair[1].seconds,
+    )
+    if not derived.seconds:
+        raise NotCoveredByParent("your keys do not open this entrance at any time of this window")
     guest = await _person(
         session,
         entrance.partner_id,
@@ -288,8 +370,6 @@ async def guest_pass(
         request.guest_name,
         PersonKind.GUEST,
     )
-    starts = request.starts_at or now
-    ends = request.ends_at or starts + timedelta(hours=24)
     key = Key(
         partner_id=entrance.partner_id,
         site_id=entrance.site_id,
@@ -300,8 +380,9 @@ async def guest_pass(
         entrance_id=entrance.id,
         building_id=entrance.building_id,
         unit_id=entrance.unit_id,
-        starts_at=starts,
-        ends_at=ends,
+        starts_at=derived.starts_at,
+        ends_at=derived.ends_at,
+        schedule=derived.schedule,
         max_uses=request.max_uses,
         uses_count=0,
         parent_key_id=host.id,

@@ -7,7 +7,7 @@ when the change does; the handlers are in ``sesame.keys.timing``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -76,64 +76,72 @@ class LockTerms:
 
     keys: dict[UUID, Key]
     zone: ZoneInfo
+    # A key given from another (a shared key, a guest pass), with the keys above it: its
+    # code follows them all. Keys not in it stand alone.
+    lineages: dict[UUID, list[Key]] = field(default_factory=dict)
 
     def key_of(self, pin: PinCode) -> Key | None:
         return self.keys.get(pin.key_id) if pin.key_id is not None else None
+
+    def _lineage(self, pin: PinCode) -> list[Key]:
+        key = self.key_of(pin)
+        return [] if key is None else self.lineages.get(key.id, [key])
 
     def finished(self, pin: PinCode, now: datetime) -> bool:
         """The code is done with the lock for good."""
         if not pin.wanted or (pin.ends_at is not None and pin.ends_at <= now):
             return True
-        key = self.key_of(pin)
-        return key is not None and effective_status(key, now) in FINAL
+        return any(effective_status(k, now) in FINAL for k in self._lineage(pin))
 
     def belongs(self, pin: PinCode, now: datetime, lead: timedelta) -> bool:
         """Whether the code should be on its lock at ``now``."""
         if self.finished(pin, now):
             return False
-        key = self.key_of(pin)
-        starts = [t for t in (pin.starts_at, key.starts_at if key else None) if t is not None]
+        lineage = self._lineage(pin)
+        starts = [t for t in (pin.starts_at, *(k.starts_at for k in lineage)) if t is not None]
         if starts and max(starts) - lead > now:
             return False
-        if key is None:
-            return True
-        if effective_status(key, now) is KeyStatus.SUSPENDED:
+        if any(effective_status(k, now) is KeyStatus.SUSPENDED for k in lineage):
             return False
-        rules = Schedule.parse(key.schedule)
-        return rules is None or rules.allows(now, self.zone)
+        rules = [r for r in (Schedule.parse(k.schedule) for k in lineage) if r is not None]
+        return all(r.allows(now, self.zone) for r in rules)
 
     def next_moment(self, pin: PinCode, now: datetime, lead: timedelta) -> datetime | None:
         """When ``belongs`` may next change its answer for this code, if ever."""
         if self.finished(pin, now):
             return None
-        key = self.key_of(pin)
+        lineage = self._lineage(pin)
         times = [
             start - lead
-            for start in (pin.starts_at, key.starts_at if key else None)
+            for start in (pin.starts_at, *(k.starts_at for k in lineage))
             if start is not None and start - lead > now
         ]
         times += [
             end
-            for end in (pin.ends_at, key.ends_at if key else None)
+            for end in (pin.ends_at, *(k.ends_at for k in lineage))
             if end is not None and end > now
         ]
-        rules = Schedule.parse(key.schedule) if key is not None else None
-        if rules is not None:
+        for rules in (Schedule.parse(k.schedule) for k in lineage):
+            if rules is None:
+                continue
             for opens, closes in rules.intervals(now, now + SCHEDULE_HORIZON, self.zone):
                 times += [t for t in (opens, closes) if t > now]
         return min(times, default=None)
 
 
 async def terms_for(session: AsyncSession, codes: Sequence[PinCode]) -> LockTerms:
-    """The keys a lock's codes are tied to, and their site's zone (read only if needed)."""
+    """The keys a lock's codes are tied to (with the keys they were given from), and
+    their site's zone (read only if needed)."""
     key_ids = {pin.key_id for pin in codes if pin.key_id is not None}
-    keys = await KeyRepository(session).by_ids(key_ids) if key_ids else {}
+    repository = KeyRepository(session)
+    keys = await repository.by_ids(key_ids) if key_ids else {}
+    lineages = await repository.lineages(list(keys.values()))
     zone = UTC_ZONE
-    if any(key.schedule for key in keys.values()):
+    if any(key.schedule for lineage in lineages.values() for key in lineage):
         site = await session.get(Site, codes[0].site_id)
         if site is not None:
             zone = ZoneInfo(site.time_zone)
-    return LockTerms(keys, zone)
+    return LockTerms(keys, zone, lineages)
 
 
 def lock_boundary(

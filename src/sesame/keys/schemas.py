@@ -8,7 +8,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from sesame.api.crud import InputModel, ListQuery, OutputModel
-from sesame.kit.types import Name, Phone
+from sesame.kit.types import Instant, Name, Phone
 from sesame.models import AccessMethod, AccessResult, KeyKind, KeyStatus, PinStatus, TargetKind
 
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -37,14 +37,14 @@ class ScheduleIn(InputModel):
 
 
 class Window(InputModel):
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
+    """A validity window: aware instants of the years 2000 to 2199 (``Instant``), the end
+    after the start. Creates and updates alike use it."""
+
+    starts_at: Instant | None = None
+    ends_at: Instant | None = None
 
     @model_validator(mode="after")
     def _order(self) -> Window:
-        for moment in (self.starts_at, self.ends_at):
-            if moment is not None and moment.tzinfo is None:
-                raise ValueError("times need a UTC offset, e.g. 2026-05-01T09:00:00+09:00")
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
             raise ValueError("ends_at must be after starts_at")
         return self
@@ -74,13 +74,11 @@ class KeyCreate(Window):
         return self
 
 
-class KeyUpdate(InputModel):
+class KeyUpdate(Window):
     name: Name | None = None
     status: Literal["active", "suspended"] | None = Field(
         None, description="Suspend a key, or resume a suspended one."
     )
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
     schedule: ScheduleIn | None = None
     max_uses: int | None = Field(None, ge=1, le=10_000)
 
@@ -128,6 +126,9 @@ class ShareRequest(Window):
     key_name: Name | None = Field(
         None, description="What to call the key; staff see it. By default 'Shared key'."
     )
+    schedule: ScheduleIn | None = Field(
+        None, description="Within your key's schedule; left out, your key's applies."
+    )
 
 
 class GuestPassRequest(Window):
@@ -137,6 +138,9 @@ class GuestPassRequest(Window):
     max_uses: int = Field(1, ge=1, le=100)
     key_name: Name | None = Field(
         None, description="What to call the pass; staff see it. By default 'Guest pass'."
+    )
+    schedule: ScheduleIn | None = Field(
+        None, description="Within your key's schedule; left out, your key's applies."
     )
 
 
@@ -193,7 +197,7 @@ class AccessEventQuery(ListQuery):
     device_id: UUID | None = None
     result: AccessResult | None = None
     method: AccessMethod | None = None
-    since: datetime | None = None
+    since: Instant | None = None
 
 
 class PinCreate(Window):
@@ -206,10 +210,8 @@ class PinCreate(Window):
     person_id: UUID | None = None
 
 
-class PinUpdate(InputModel):
+class PinUpdate(Window):
     name: Name | None = None
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
 
 
 class PinRead(OutputModel):

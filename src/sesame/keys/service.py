@@ -5,6 +5,9 @@
 - Revocation takes effect at once: the key's status changes in the request's
   transaction, keys shared from it go with it, and every reader of the site gets a new
   trust document after the commit.
+- A key given from another never exceeds it (``follow_parent``): when the parent's
+  window shrinks, it expires, is suspended or resumed, the keys given from it follow in
+  the same transaction — their window, status, timing jobs and the readers' trust.
 - Every change that matters to the ledger or to notifications is an outbox message:
   ``key.issued``, ``key.shared``, ``key.revoked``, ``key.suspended``, ``key.resumed``,
   ``key.activated``, ``key.expired``, ``key.used``.
@@ -23,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sesame.api.crud import CrudService
 from sesame.auth.principal import Action, Group
 from sesame.keys import schedule, trust
-from sesame.keys.access import Place, covers, effective_status
+from sesame.keys.access import Place, Schedule, covers, effective_status
 from sesame.keys.repository import KeyRepository
 from sesame.keys.schemas import KeyCreate
 from sesame.kit.db import after_commit
@@ -56,6 +59,7 @@ def key_message(topic: str, key: Key, **extra: Any) -> dict[str, Any]:
         starts_at=key.starts_at,
         ends_at=key.ends_at,
         max_uses=key.max_uses,
+        schedule=key.schedule,
         parent_key_id=key.parent_key_id,
         **extra,
     )
@@ -89,6 +93,72 @@ async def revoke(session: AsyncSession, runtime: Runtime, key: Key, reason: KeyR
     await schedule.follow(session, runtime, revoked)  # no more timing; its PIN codes go
     announce(session, runtime, {k.site_id for k in revoked})
     return revoked
+
+
+async def follow_parent(session: AsyncSession, runtime: Runtime, parent: Key) -> list[Key]:
+    """Bring the keys given from ``parent`` (and from them) back within it after it
+    changed: a window no wider than the parent's (ending now if the parent ran out of
+    uses), suspended while it is, resumed with it. Returns the keys that changed."""
+    now = runtime.clock.now()
+    changed: list[Key] = []
+    descendants: list[Key] = []
+    messages = []
+    pending = [parent]
+    while pending:
+        current = pending.pop()
+        status = effective_status(current, now)
+        end = current.ends_at
+        if status is KeyStatus.EXPIRED:
+            end = min(filter(None, (end, now)))
+        for child in await KeyRepository(session).children(current.id):
+            before = (child.status, child.starts_at, child.ends_at)
+            child.starts_at = max(filter(None, (child.starts_at, current.starts_at)), default=None)
+            child.ends_at = min(filter(None, (child.ends_at, end)), default=None)
+            topic = None
+            if status is KeyStatus.SUSPENDED and child.status is not KeyStatus.SUSPENDED:
+                child.status, child.suspended_with_parent = KeyStatus.SUSPENDED, True
+                topic = "key.suspended"
+            elif status is not KeyStatus.SUSPENDED and child.suspended_with_parent:
+                child.suspended_with_parent = False
+                child.status = initial_status(child, now)
+                topic = "key.resumed"
+            elif child.status is not KeyStatus.SUSPENDED:
+                child.status = initial_status(child, now)
+                if child.status is not before[0]:
+                    topic = "key.activated" if child.status is KeyStatus.ACTIVE else "key.expired"
+            if (child.status, child.starts_at, child.ends_at) != before:
+                changed.append(child)
+            descendants.append(child)
+            pending.append(child)
+            if topic is not None:
+                messages.append(key_message(topic, child, reason="parent"))
+    await session.flush()
+    await outbox.append(session, messages)
+    # Every descendant: their timing jobs, and the PIN codes tied to them (which follow
+    # the parent's schedule too), look again.
+    await schedule.follow(session, runtime, descendants)
+    announce(session, runtime, {k.site_id for k in changed})
+    return changed
+
+
+def check_within_parent(key: Key, parent: Key) -> None:
+    """A key given from ``parent`` may narrow it, never widen it: 422 otherwise."""
+    problems = []
+    if parent.ends_at is not None and (key.ends_at is None or key.ends_at > parent.ends_at):
+        problems.append(FieldError(("body", "ends_at"), "after its parent key ends", "parent"))
+    if parent.starts_at is not None and (key.starts_at is None or key.starts_at < parent.starts_at):
+        problems.append(FieldError(("body", "starts_at"), "before its parent key starts", "parent"))
+    own, theirs = Schedule.parse(key.schedule), Schedule.parse(parent.schedule)
+    if theirs is not None and (own is None or not own.within(theirs)):
+        problems.append(
+            FieldError(("body", "schedule"), "outside its parent key's schedule", "parent")
+        )
+    if problems:
+        raise NotCoveredByParent("a key given from another cannot exceed it", errors=problems)
+
+
+class NotCoveredByParent(ValidationFailed):
+    type = "not_covered_by_parent"
 
 
 def announce(session: AsyncSession, runtime: Runtime, site_ids: set[UUID]) -> None:
@@ -228,17 +298,27 @@ class KeyService(CrudService[Key]):
                 errors=[FieldError(("body", "ends_at"), "before starts_at", "date_order")],
             )
         now = self.runtime.clock.now()
+        parent = (
+            await KeyRepository(self.session).by_id(obj.parent_key_id)
+            if obj.parent_key_id is not None
+            else None
+        )
+        if parent is not None and changes.keys() & {"starts_at", "ends_at", "schedule"}:
+            check_within_parent(obj, parent)  # a suspension or a new name is always fine
         if status == "suspended" and obj.status is not KeyStatus.SUSPENDED:
             obj.status = KeyStatus.SUSPENDED
             await outbox.append(self.session, [key_message("key.suspended", obj)])
             announce(self.session, self.runtime, {obj.site_id})
         elif status == "active" and obj.status is KeyStatus.SUSPENDED:
-            obj.status = initial_status(obj, now)
+            if parent is not None and effective_status(parent, now) is KeyStatus.SUSPENDED:
+                raise NotCoveredByParent("its parent key is suspended")
+            obj.status, obj.suspended_with_parent = initial_status(obj, now), False
             await outbox.append(self.session, [key_message("key.resumed", obj)])
             announce(self.session, self.runtime, {obj.site_id})
         elif obj.status is not KeyStatus.SUSPENDED:
             obj.status = initial_status(obj, now)
         await schedule.follow(self.session, self.runtime, [obj])
+        await follow_parent(self.session, self.runtime, obj)
 
     async def delete(self, object_id: UUID) -> None:
         """Revoke: the key stays, as evidence, with ``revoked_at``."""

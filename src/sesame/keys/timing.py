@@ -37,7 +37,7 @@ from sesame.keys.schedule import (
     next_boundary,
     terms_for,
 )
-from sesame.keys.service import key_message
+from sesame.keys.service import follow_parent, key_message
 from sesame.models import KeyStatus, PinStatus
 from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime
@@ -67,6 +67,8 @@ async def key_timing(run: jobs.JobRun) -> None:
             due_at=now,
             payload={"site_id": str(key.site_id)},
         )
+        if status is KeyStatus.EXPIRED:
+            await follow_parent(run.session, run.runtime, key)  # what was given from it ends
     run.again_at = next_boundary(key, now)
 
 

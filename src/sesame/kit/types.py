@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -41,11 +42,40 @@ def _locale(value: str) -> str:
     return value
 
 
+# Instants and dates people give Sesame are about doors today: years 2000 to 2199. The
+# bound keeps every sum made with them (a day's default window, a pass's lifetime, a
+# zone's offset, a week's schedule) far from the datetime type's own limits (years 1 and
+# 9999), and within what both databases store.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+_RANGE = "must fall in the years 2000 to 2199"
+
+
+def _instant(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("times need a UTC offset, e.g. 2026-05-01T09:00:00+09:00")
+    try:
+        moment = value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(_RANGE) from exc
+    if not EARLIEST <= moment < LATEST:
+        raise ValueError(_RANGE)
+    return moment
+
+
+def _day(value: date) -> date:
+    if not EARLIEST.date() <= value < LATEST.date():
+        raise ValueError(_RANGE)
+    return value
+
+
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 ShortName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 TimeZoneName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_time_zone)]
 Phone = Annotated[str, StringConstraints(max_length=32), AfterValidator(normalize_phone)]
 Locale = Annotated[str, StringConstraints(max_length=35), AfterValidator(_locale)]
+Instant = Annotated[datetime, AfterValidator(_instant)]  # aware, bounded, read as UTC
+Day = Annotated[date, AfterValidator(_day)]  # a calendar date, bounded like Instant
 Email = Annotated[
     str,
     StringConstraints(

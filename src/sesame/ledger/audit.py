@@ -13,6 +13,9 @@ database. It checks, in one pass:
   ``keys:write`` of the same partner, the system for a move-in, or a resident sharing or
   lending from a key *they hold* and that was valid at that moment; a device never issues;
   a resident revokes only what was given from their own key;
+- **lineage** — a key given from another (a shared key, a guest pass) is issued within
+  its parent — window and weekly schedule — and is not used where one of the keys it
+  derives from could not be (revoked, suspended, outside its window);
 - **devices** — no key is used through a device after its decommissioning.
 
 Violations name the entry's index and the subject, so they can be looked up and proven
@@ -30,6 +33,7 @@ from typing import Any
 import orjson
 
 from sesame.auth.principal import ROLE_GRANTS, Action, Group
+from sesame.keys.access import Schedule
 from sesame.ledger import entries, merkle
 from sesame.ledger.note import Verifier
 from sesame.models.staff import StaffRole
@@ -64,6 +68,7 @@ class KeyLife:
     ends_at: datetime | None
     max_uses: int | None
     issued_at: datetime
+    schedule: Schedule | None = None
     uses: int = 0
     revoked_at: datetime | None = None
     suspended_since: datetime | None = None
@@ -117,6 +122,13 @@ def _time(value: Any) -> datetime | None:
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
+        return None
+
+
+def _schedule(value: Any) -> Schedule | None:
+    try:
+        return Schedule.parse(value) if isinstance(value, dict) else None
+    except (KeyError, TypeError, ValueError):
         return None
 
 
@@ -197,10 +209,12 @@ class Auditor:
                 ends_at=_time(data.get("ends_at")),
                 max_uses=data.get("max_uses"),
                 issued_at=at,
+                schedule=_schedule(data.get("schedule")),
             )
             self.keys[key_id] = life
             self.report.keys += 1
             self._check_issuer(index, key_id, life, actor, data, at)
+            self._check_within_parent(index, key_id, life)
             return
         if life is None:
             self.flag(index, "unknown_key", key_id, f"{kind} for a key never issued")
@@ -210,6 +224,12 @@ class Auditor:
             why = life.refusal(moment)
             if why is not None:
                 self.flag(index, "use_while_" + why.replace(" ", "_"), key_id, f"used while {why}")
+            else:
+                for parent_id, parent in self._ancestors(life):
+                    above = parent.refusal(moment)
+                    if above is not None:
+                        self.flag(index, "use_beyond_parent", key_id, f"{parent_id} was {above}")
+                        break
             life.uses += 1
             if life.max_uses is not None and life.uses > life.max_uses:
                 self.flag(index, "uses_exceeded", key_id, f"use {life.uses} of {life.max_uses}")
@@ -238,6 +258,34 @@ class Auditor:
                 life.suspended_since = None
             if life.revoked_at is not None:
                 self.flag(index, "invalid_transition", key_id, "resumed after revocation")
+
+    def _ancestors(self, life: KeyLife) -> list[tuple[str, KeyLife]]:
+        found: list[tuple[str, KeyLife]] = []
+        current = life
+        while current.parent is not None and current.parent in self.keys:
+            if any(current.parent == key for key, _ in found):
+                break  # a loop cannot be a lineage
+            found.append((current.parent, self.keys[current.parent]))
+            current = self.keys[current.parent]
+        return found
+
+    def _check_within_parent(self, index: int, key_id: str, life: KeyLife) -> None:
+        parent = self.keys.get(life.parent or "")
+        if parent is None:
+            return
+        beyond = []
+        if parent.ends_at is not None and (life.ends_at is None or life.ends_at > parent.ends_at):
+            beyond.append("ends after its parent")
+        if parent.starts_at is not None and (
+            life.starts_at is None or life.starts_at < parent.starts_at
+        ):
+            beyond.append("starts before its parent")
+        if parent.schedule is not None and (
+            life.schedule is None or not life.schedule.within(parent.schedule)
+        ):
+            beyond.append("outside its parent's schedule")
+        if beyond:
+            self.flag(index, "issued_beyond_parent", key_id, "; ".join(beyond))
 
     def _gave(self, actor: dict[str, Any], life: KeyLife) -> bool:
         parent = self.keys.get(life.parent or "")

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sesame.models.base import Base, IdMixin, TimestampMixin, utcnow
@@ -88,6 +88,8 @@ class Key(IdMixin, TimestampMixin, Base):
         ForeignKey("households.id", ondelete="SET NULL")
     )
     parent_key_id: Mapped[UUID | None] = mapped_column(ForeignKey("keys.id", ondelete="SET NULL"))
+    # Suspended because its parent is: resumed when the parent is.
+    suspended_with_parent: Mapped[bool] = mapped_column(default=False, server_default=false())
     carrier: Mapped[str | None] = mapped_column(String(100))  # courier keys: the carrier account
     # Who issued it, as an opaque reference: ``staff:<id>``, ``api_key:<id>``,
     # ``resident:<person id>`` or ``household``; never a phone number or a name.

@@ -10,6 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from sesame.api.crud import InputModel, ListQuery, OutputModel
+from sesame.kit.types import Instant
 from sesame.models import CampaignStatus, DeliveryStatus, DestinationKind
 from sesame.notifications.catalog import CATEGORIES, LOCALES
 
@@ -152,7 +153,7 @@ class CampaignCreate(InputModel):
     site_id: UUID
     building_id: UUID | None = Field(None, description="Only this building's residents.")
     content: dict[str, Content] = Field(description='By language: {"ko": {...}, "en": {...}}.')
-    send_at: datetime | None = Field(None, description="Later; left out: now.")
+    send_at: Instant | None = Field(None, description="Later; left out: now.")
 
     @model_validator(mode="after")
     def _check(self) -> CampaignCreate:

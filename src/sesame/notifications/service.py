@@ -273,10 +273,10 @@ class CampaignService(CrudService[Campaign]):
     async def build(self, data: Any) -> Campaign:
         site = await self.visible(SiteRepository(self.session), data.site_id, "site")
         if data.building_id is not None:
-            building = await BuildingRepository(self.session).get(
-                self.principal.scope, data.building_id
+            building = await self.visible(
+                BuildingRepository(self.session), data.building_id, "building"
             )
-            if building is None or building.site_id != site.id:
+            if building.site_id != site.id:
                 raise ValidationFailed(
                     "the building is not at this site",
                     errors=[FieldError(("body", "building_id"), "not at the site", "wrong_site")],

@@ -6,7 +6,7 @@ from uuid import UUID
 from pydantic import Field, model_validator
 
 from sesame.api.crud import InputModel, ListQuery, OutputModel
-from sesame.kit.types import Locale, Name, Phone
+from sesame.kit.types import Day, Locale, Name, Phone
 from sesame.models import HouseholdRole, PersonKind
 
 
@@ -57,8 +57,8 @@ class HouseholdCreate(InputModel):
     person_id: UUID
     unit_id: UUID
     role: HouseholdRole = HouseholdRole.MEMBER
-    move_in_on: date | None = None
-    move_out_on: date | None = None
+    move_in_on: Day | None = None
+    move_out_on: Day | None = None
 
     @model_validator(mode="after")
     def _order(self) -> HouseholdCreate:
@@ -68,8 +68,8 @@ class HouseholdCreate(InputModel):
 
 class HouseholdUpdate(InputModel):
     role: HouseholdRole | None = None
-    move_in_on: date | None = None
-    move_out_on: date | None = None
+    move_in_on: Day | None = None
+    move_out_on: Day | None = None
 
 
 class HouseholdRead(OutputModel):
@@ -90,4 +90,4 @@ class HouseholdQuery(ListQuery):
     unit_id: UUID | None = None
     person_id: UUID | None = None
     role: HouseholdRole | None = None
-    active_on: date | None = Field(None, description="Only households living there that day.")
+    active_on: Day | None = Field(None, description="Only households living there that day.")
