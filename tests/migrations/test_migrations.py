@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import insert, inspect, select, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import Table, column, inspect, select, table, text
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from sesame.kit.db import create_engine
 from sesame.migrations import current_revision, downgrade, head_revision, upgrade
@@ -75,10 +76,40 @@ async def test_migrations_go_down_and_up_again(empty_database: str) -> None:
         await engine.dispose()
 
 
+# The migration that renames residents recorded by phone, and the revision before it.
+REWRITE, BEFORE_REWRITE = "0009", "0008"
+
+
+async def _write_old_rows(
+    connection: AsyncConnection, orm_table: Table, rows: list[dict[str, Any]] | dict[str, Any]
+) -> None:
+    """Rows written at an old revision: only the columns the table has at that revision
+    (later migrations add others), typed and defaulted as the models do."""
+    present = {
+        info["name"]
+        for info in await connection.run_sync(
+            lambda sync: inspect(sync).get_columns(orm_table.name)
+        )
+    }
+    batch = []
+    for row in rows if isinstance(rows, list) else [rows]:
+        full = dict(row)
+        for name in present - full.keys():
+            default = orm_table.c[name].default
+            if default is not None and default.is_scalar:
+                full[name] = default.arg
+            elif default is not None and default.is_callable:
+                full[name] = default.arg({})
+        batch.append(full)
+    names = sorted(set().union(*batch))
+    old = table(orm_table.name, *(column(name, orm_table.c[name].type) for name in names))
+    await connection.execute(old.insert(), batch)
+
+
 async def test_rows_naming_residents_by_phone_are_rewritten(empty_database: str) -> None:
     """Keys given, doors opened and requests made by residents before they had opaque ids
     name them by phone; the upgrade leaves the person record instead, and reason codes."""
-    await asyncio.to_thread(upgrade, empty_database, "0008")
+    await asyncio.to_thread(upgrade, empty_database, BEFORE_REWRITE)
     person, other, partner, site = uuid4(), uuid4(), uuid4(), uuid4()
     shared, guest, staff_key, opened, unknown = uuid4(), uuid4(), uuid4(), uuid4(), uuid4()
     now = datetime.now(UTC)
@@ -100,8 +131,9 @@ async def test_rows_naming_residents_by_phone_are_rewritten(empty_database: str)
             if engine.dialect.name == "postgresql":
                 for table in ("keys", "action_attempts", "access_events"):
                     await connection.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER ALL"))
-            await connection.execute(
-                insert(Key.__table__),
+            await _write_old_rows(
+                connection,
+                Key.__table__,
                 [
                     {
                         **key_row,
@@ -147,12 +179,14 @@ async def test_rows_naming_residents_by_phone_are_rewritten(empty_database: str)
                 "expires_at": now,
                 "requested_by": "resident:+821012345678",
             }
-            await connection.execute(
-                insert(ActionAttempt.__table__),
+            await _write_old_rows(
+                connection,
+                ActionAttempt.__table__,
                 [{**attempt_row, "id": opened}, {**attempt_row, "id": unknown}],
             )
-            await connection.execute(
-                insert(AccessEvent.__table__),
+            await _write_old_rows(
+                connection,
+                AccessEvent.__table__,
                 {
                     "id": uuid4(),
                     "partner_id": partner,
@@ -172,14 +206,15 @@ async def test_rows_naming_residents_by_phone_are_rewritten(empty_database: str)
                 "created_at": now,
                 "expires_at": now,
             }
-            await connection.execute(
-                insert(IdempotencyRecord.__table__),
+            await _write_old_rows(
+                connection,
+                IdempotencyRecord.__table__,
                 [
                     {**record, "id": uuid4(), "scope": "resident:+821012345678", "key": "a"},
                     {**record, "id": uuid4(), "scope": f"staff:{other}", "key": "a"},
                 ],
             )
-        await asyncio.to_thread(upgrade, empty_database)
+        await asyncio.to_thread(upgrade, empty_database, REWRITE)  # this migration alone
         async with engine.connect() as connection:
             keys = {
                 row.id: row
