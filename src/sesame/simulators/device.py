@@ -68,9 +68,7 @@ class _Client(gmqtt.Client):
     """Reconnects after a disconnection with capped exponential backoff and full jitter."""
 
     failures = 0
-    # A device that has lost power never reconnects (gmqtt's stop_reconnect still lets
-    # one attempt through).
-    gone = False
+    gone = False  # a hung device never reconnects (gmqtt's stop_reconnect allows one try)
 
     async def reconnect(self, delay: bool = False) -> None:
         if self.gone:
@@ -180,7 +178,6 @@ class SimulatedDevice:
         for task in self._tasks:
             task.cancel()
         if self._client is not None:
-            self._client.gone = True
             self._client.stop_reconnect()
             transport = getattr(getattr(self._client, "_connection", None), "_transport", None)
             if transport is not None:
