@@ -60,6 +60,9 @@ class Settings(BaseSettings):
 
     # Secrets and tokens
     secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET_KEY)
+    # Older master secrets, still accepted for reading while `sesame secrets rotate`
+    # re-seals what they sealed (a JSON list; see docs/operations.md).
+    secret_keys_previous: list[SecretStr] = Field(default_factory=list)
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
     refresh_token_ttl_seconds: int = Field(default=30 * 86_400, ge=300)
     # How long a process may reuse a resolved credential (see sesame.auth.cache).
