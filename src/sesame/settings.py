@@ -8,11 +8,12 @@ is printed in this file.
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Public on purpose: refused outside development mode.
 DEVELOPMENT_SECRET_KEY = "sesame-development-secret-key-do-not-use-in-production"  # noqa: S105
@@ -61,8 +62,8 @@ class Settings(BaseSettings):
     # Secrets and tokens
     secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET_KEY)
     # Older master secrets, still accepted for reading while `sesame secrets rotate`
-    # re-seals what they sealed (a JSON list; see docs/operations.md).
-    secret_keys_previous: list[SecretStr] = Field(default_factory=list)
+    # re-seals what they sealed: a JSON list, or one secret (see docs/operations.md).
+    secret_keys_previous: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
     refresh_token_ttl_seconds: int = Field(default=30 * 86_400, ge=300)
     # How long a process may reuse a resolved credential (see sesame.auth.cache).
@@ -154,6 +155,20 @@ class Settings(BaseSettings):
     alert_failure_ratio: float = Field(default=0.25, gt=0, le=1)
     alert_min_samples: int = Field(default=20, ge=1)
 
+    @field_validator("secret_keys_previous", mode="before")
+    @classmethod
+    def _secret_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return []
+            if value.lstrip().startswith("["):
+                try:
+                    return json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise ValueError("a JSON list of secrets, or one secret") from exc
+            return [value]
+        return value
+
     @field_validator("default_time_zone")
     @classmethod
     def _known_time_zone(cls, value: str) -> str:
@@ -187,6 +202,13 @@ class Settings(BaseSettings):
             problems.append("SESAME_SECRET_KEY is the built-in development key")
         if len(self.secret_key.get_secret_value()) < 32:
             problems.append("SESAME_SECRET_KEY must be at least 32 characters")
+        # A previous secret still verifies tokens: a public or weak one would let anyone in.
+        previous = [p.get_secret_value() for p in self.secret_keys_previous]
+        if any(p == DEVELOPMENT_SECRET_KEY or len(p) < 32 for p in previous):
+            problems.append(
+                "SESAME_SECRET_KEYS_PREVIOUS may hold neither the development key nor a "
+                "secret shorter than 32 characters"
+            )
         if self.password_time_cost < 2 or self.password_memory_kib < 19_456:
             problems.append(
                 "SESAME_PASSWORD_TIME_COST must be at least 2 and SESAME_PASSWORD_MEMORY_KIB "
