@@ -28,11 +28,13 @@ from sesame.kit.keyring import KeyRing, key_id_of
 from sesame.kit.security import derive_key, seal
 from sesame.ledger.note import Verifier, open_checkpoint
 from sesame.migrations import upgrade
+from sesame.models import Base
 from sesame.notifications.channels.base import Message, Outcome
 from sesame.notifications.channels.webpush import vapid_key_from_secret, vapid_public_key_b64
 from sesame.notifications.install import build_channels
 from sesame.notifications.testing.webpush import BrowserSubscription, PushServiceStandin
 from sesame.runtime import Runtime, build_runtime
+from sesame.sealing.repository import SEALED_TABLES
 from tests.conftest import BACKENDS, drop_postgres_database, fresh_database, test_settings
 from tests.support import (
     PASSWORD,
@@ -415,3 +417,16 @@ async def test_a_deployment_from_before_key_ids_changes_secret_in_its_first_rest
     assert "unreadable" not in await operator(operator_env(database, SECRET_B), "secrets", "rotate")
     async with serving(database, SECRET_B, sms=sms) as third:
         await still_works(third, made, push)
+
+
+def test_every_sealed_column_is_rotated() -> None:
+    """A new ``sealed_*`` column that `sesame secrets rotate` does not know would be lost
+    when the previous secret is dropped."""
+    sealed = {
+        (table.name, column.name)
+        for table in Base.metadata.tables.values()
+        for column in table.columns
+        if column.name.startswith("sealed_")
+    }
+    rotated_columns = {(t.model.__tablename__, c) for t in SEALED_TABLES for c in t.columns}
+    assert sealed <= rotated_columns

@@ -5,7 +5,7 @@ what is not yet under the current secret, and writes each batch in one short tra
 that changes a row only if it still holds what was read: safe while the service runs
 (nothing slow holds the write lock, and a value changed meanwhile — a webhook secret
 rotated — is already sealed under the current secret by its writer). Running it again
-finds nothing to do.
+finds nothing to do. It is an edge, like the job worker: it owns its transactions.
 """
 
 from __future__ import annotations
@@ -20,7 +20,16 @@ from sesame.api.idempotency import associated as idempotency_context
 from sesame.kit.db import write_intent
 from sesame.kit.keyring import PurposeKeys, UnknownKey
 from sesame.ledger.repository import LedgerRepository
-from sesame.models import PlatformKey
+from sesame.models import (
+    ActionAttempt,
+    IdempotencyRecord,
+    LedgerKey,
+    PinCode,
+    PlatformKey,
+    SiteSigningKey,
+    WebhookEndpoint,
+)
+from sesame.models.base import Base
 from sesame.runtime import Keys, Runtime
 from sesame.sealing.repository import (
     SEALED_TABLES,
@@ -32,17 +41,17 @@ from sesame.sealing.repository import (
 Row = Mapping[str, Any]
 
 # Per table: its purpose's keys, and what each value is bound to (its associated data).
-_SEALING: dict[str, tuple[Callable[[Keys], PurposeKeys], Callable[[Row], bytes]]] = {
-    "ledger key": (lambda k: k.ledger_key, lambda row: str(row["origin"]).encode()),
-    "platform keys": (lambda k: k.platform_keys, lambda row: str(row["name"]).encode()),
-    "site signing keys": (lambda k: k.site_signing_keys, lambda row: str(row["site_id"]).encode()),
-    "PIN codes": (lambda k: k.pin_codes, lambda row: row["id"].bytes),
-    "webhook secrets": (lambda k: k.webhook_secrets, lambda row: row["id"].bytes),
-    "idempotency records": (
+_SEALING: dict[type[Base], tuple[Callable[[Keys], PurposeKeys], Callable[[Row], bytes]]] = {
+    LedgerKey: (lambda k: k.ledger_key, lambda row: str(row["origin"]).encode()),
+    PlatformKey: (lambda k: k.platform_keys, lambda row: str(row["name"]).encode()),
+    SiteSigningKey: (lambda k: k.site_signing_keys, lambda row: str(row["site_id"]).encode()),
+    PinCode: (lambda k: k.pin_codes, lambda row: row["id"].bytes),
+    WebhookEndpoint: (lambda k: k.webhook_secrets, lambda row: row["id"].bytes),
+    IdempotencyRecord: (
         lambda k: k.idempotency,
         lambda row: idempotency_context(row["scope"], row["key"]),
     ),
-    "action attempts": (lambda k: k.idempotency, lambda row: row["id"].bytes),
+    ActionAttempt: (lambda k: k.idempotency, lambda row: row["id"].bytes),
 }
 
 
@@ -70,7 +79,7 @@ async def rotate(
 async def _rotate_table(
     runtime: Runtime, table: SealedTable, batch_size: int, progress: Progress | None
 ) -> TableRotation:
-    keys_of, context_of = _SEALING[table.name]
+    keys_of, context_of = _SEALING[table.model]
     keys = keys_of(runtime.keys)
     async with runtime.read_session_factory() as session:
         report = TableRotation(table.name, await SealedRepository(session, table).count())
