@@ -63,9 +63,10 @@ def code_of(runtime: Runtime, pin: PinCode) -> str:
     return runtime.keys.pin_codes.unseal(pin.sealed_code, pin.id.bytes).decode()
 
 
-def code_digest(runtime: Runtime, device_id: UUID, code: str) -> str:
-    """The per-lock digest stored with a code (under the current secret)."""
-    return runtime.keys.pin_codes.digest(str(device_id), code)
+def code_digests(runtime: Runtime, device_id: UUID, code: str) -> tuple[str, ...]:
+    """The per-lock digest of a code under every secret of the ring; the first, under
+    the current one, is the one to store."""
+    return runtime.keys.pin_codes.digests(str(device_id), code)
 
 
 def constraints(device: Device) -> dict[str, Any]:
@@ -140,9 +141,9 @@ class PinService(CrudService[PinCode]):
         raise Conflict("no free code of that length left on this lock")
 
     def _digests(self, device_id: UUID, code: str) -> tuple[str, ...]:
-        """The code's digest under every secret of the ring: a code stored before a change
-        of secret, and not yet re-sealed, is still found."""
-        return self.runtime.keys.pin_codes.digests(str(device_id), code)
+        """The code's digest under every secret of the ring, current first: a code stored
+        before a change of secret, and not yet re-sealed, is still found."""
+        return code_digests(self.runtime, device_id, code)
 
     async def build(self, data: Any) -> PinCode:
         device = await self._lock(data.device_id)

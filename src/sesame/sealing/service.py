@@ -17,6 +17,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 
 from sesame.api.idempotency import associated as idempotency_context
+from sesame.keys.pins import code_digests
 from sesame.kit.db import write_intent
 from sesame.kit.keyring import PurposeKeys, UnknownKey
 from sesame.ledger.repository import LedgerRepository
@@ -133,7 +134,7 @@ def _resealed(
         if table.digest is not None:
             # A PIN's per-lock digest moves to the current secret with its code.
             old[table.digest] = row[table.digest]
-            new[table.digest] = keys.digest(str(row["device_id"]), plaintext.decode())
+            new[table.digest] = code_digests(runtime, row["device_id"], plaintext.decode())[0]
     return (old, new) if new else None
 
 
