@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sesame.settings import Settings
+from sesame.settings import DEVELOPMENT_SECRET_KEY, Settings
 
 
 def test_development_defaults_work_out_of_the_box(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,3 +72,41 @@ def test_plain_database_urls_get_the_async_driver() -> None:
 def test_unknown_default_time_zone_is_refused() -> None:
     with pytest.raises(ValidationError):
         Settings(env="development", default_time_zone="Nowhere/City", _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (
+            '["an-older-secret-of-at-least-32-characters", "an-even-older-one-of-32-characters"]',
+            ["an-older-secret-of-at-least-32-characters", "an-even-older-one-of-32-characters"],
+        ),
+        (
+            "an-older-secret-of-at-least-32-characters",
+            ["an-older-secret-of-at-least-32-characters"],
+        ),
+        ("", []),
+    ],
+)
+def test_previous_secrets_are_a_json_list_or_one_secret(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: list[str]
+) -> None:
+    monkeypatch.setenv("SESAME_SECRET_KEYS_PREVIOUS", value)
+    settings = Settings(env="development", _env_file=None)  # type: ignore[call-arg]
+    assert [p.get_secret_value() for p in settings.secret_keys_previous] == expected
+    assert expected == [] or expected[0] not in repr(settings)
+
+
+@pytest.mark.parametrize("previous", [DEVELOPMENT_SECRET_KEY, "short-secret"])
+def test_production_refuses_a_public_or_weak_previous_secret(previous: str) -> None:
+    """A previous secret still verifies tokens, so it must be as strong as the current."""
+    with pytest.raises(ValidationError) as error:
+        Settings(
+            env="production",
+            secret_key="x" * 40,
+            secret_keys_previous=[previous],
+            sms_backend="http",
+            sms_http_url="http://sms.test",
+            _env_file=None,
+        )  # type: ignore[call-arg]
+    assert "SESAME_SECRET_KEYS_PREVIOUS" in str(error.value)

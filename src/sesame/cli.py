@@ -28,6 +28,8 @@ app.add_typer(broker_app, name="broker")
 protocol_app = typer.Typer(help="The device protocol.", no_args_is_help=True)
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(ledger_app, name="ledger")
+secrets_app = typer.Typer(help="The master secret (SESAME_SECRET_KEY).", no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
 
 
 @protocol_app.command("docs")
@@ -442,6 +444,48 @@ async def _create_staff(settings: Settings, data: object) -> str:
                 return str(staff.id)
     finally:
         await runtime.close()
+
+
+@secrets_app.command("rotate")
+def secrets_rotate(
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Rows per transaction.")] = 500,
+) -> None:
+    """Re-seal everything sealed under a previous secret with SESAME_SECRET_KEY.
+
+    Safe while Sesame serves and safe to repeat; see docs/operations.md."""
+    settings = _settings()
+    if not asyncio.run(_schema_is_current(settings)):
+        typer.echo("the database is not at the latest schema; run `sesame db upgrade`", err=True)
+        raise typer.Exit(1)
+    unreadable = asyncio.run(_rotate(settings, batch_size))
+    if unreadable:
+        typer.echo(
+            f"{unreadable} values are sealed under a secret not in the ring; put it back in "
+            "SESAME_SECRET_KEYS_PREVIOUS and run this again",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+async def _rotate(settings: Settings, batch_size: int) -> int:
+    from sesame.runtime import build_runtime
+    from sesame.sealing.service import TableRotation, rotate
+
+    def show(report: TableRotation) -> None:
+        typer.echo(
+            f"{report.name}: {report.checked}/{report.total} checked, "
+            f"{report.resealed} re-sealed"
+            + (f", {report.unreadable} unreadable" if report.unreadable else "")
+        )
+
+    runtime = build_runtime(settings)
+    try:
+        typer.echo(f"re-sealing under key {runtime.keys.ring.current_id}")
+        reports = await rotate(runtime, batch_size=batch_size, progress=show)
+    finally:
+        await runtime.close()
+    typer.echo(f"done: {sum(r.resealed for r in reports)} values re-sealed")
+    return sum(r.unreadable for r in reports)
 
 
 @app.command()

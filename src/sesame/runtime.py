@@ -7,6 +7,7 @@ sender that records instead of sending.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,26 +17,55 @@ from sesame.auth.cache import CredentialCache
 from sesame.devices.hooks import DeviceHooks
 from sesame.kit.clock import Clock, SystemClock
 from sesame.kit.db import create_engine, create_read_session_factory, create_session_factory
-from sesame.kit.security import PasswordHashing, b64url, derive_key
+from sesame.kit.keyring import KeyRing, PurposeKeys
+from sesame.kit.security import PasswordHashing, b64url
 from sesame.settings import Settings
 
 
 @dataclass(frozen=True)
 class Keys:
-    """Purpose-bound keys derived from ``SESAME_SECRET_KEY``."""
+    """Purpose-bound keys under ``SESAME_SECRET_KEY`` and the previous secrets still
+    accepted for reading (``SESAME_SECRET_KEYS_PREVIOUS``; see ``sesame.kit.keyring``).
 
-    access_tokens: bytes
-    one_time_codes: bytes
-    idempotency: bytes
+    What must outlive a change of secret — the ledger's key, sites' signing keys, the
+    VAPID key — is stored sealed, never derived, so that re-sealing keeps it the same."""
+
+    ring: KeyRing
+    access_tokens: PurposeKeys
+    one_time_codes: PurposeKeys
+    idempotency: PurposeKeys  # idempotency records and the sealed params of attempts
+    pin_codes: PurposeKeys
+    site_signing_keys: PurposeKeys
+    ledger_key: PurposeKeys
+    webhook_secrets: PurposeKeys
+    platform_keys: PurposeKeys  # the VAPID key
+    # The gateway signs in to the broker with the current secret's; brokers accept any.
     mqtt_gateway_password: str
+    mqtt_gateway_passwords: tuple[str, ...]
 
     @classmethod
-    def derive(cls, secret: str) -> Keys:
+    def derive(cls, secret: str, previous: Sequence[str] = ()) -> Keys:
+        ring = KeyRing(secret, previous)
+        gateway = ring.purpose("mqtt-gateway")
         return cls(
-            access_tokens=derive_key(secret, "access-tokens"),
-            one_time_codes=derive_key(secret, "one-time-codes"),
-            idempotency=derive_key(secret, "idempotency-records"),
-            mqtt_gateway_password=b64url(derive_key(secret, "mqtt-gateway")),
+            ring=ring,
+            access_tokens=ring.purpose("access-tokens"),
+            one_time_codes=ring.purpose("one-time-codes"),
+            idempotency=ring.purpose("idempotency-records"),
+            pin_codes=ring.purpose("pin-codes"),
+            site_signing_keys=ring.purpose("site-signing-keys"),
+            ledger_key=ring.purpose("ledger-key"),
+            webhook_secrets=ring.purpose("webhook-secrets"),
+            platform_keys=ring.purpose("platform-keys"),
+            mqtt_gateway_password=b64url(gateway.current.key),
+            mqtt_gateway_passwords=tuple(b64url(k.key) for k in gateway.keys),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Keys:
+        return cls.derive(
+            settings.secret_key.get_secret_value(),
+            [p.get_secret_value() for p in settings.secret_keys_previous],
         )
 
 
@@ -57,6 +87,7 @@ class Runtime:
     simulators: Any = None
     ledger: Any = None  # sesame.ledger.service.Ledger, when the ledger is enabled
     notifier: Any = None  # sesame.notifications.install.Notifier, when notifications run
+    vapid_private_key: Any = None  # loaded by sesame.notifications.install.load_vapid_key
 
     async def close(self) -> None:
         closer = getattr(self.sms_sender, "aclose", None)
@@ -81,7 +112,7 @@ def build_runtime(
         session_factory=create_session_factory(engine),
         read_session_factory=create_read_session_factory(engine),
         clock=clock or SystemClock(),
-        keys=Keys.derive(settings.secret_key.get_secret_value()),
+        keys=Keys.from_settings(settings),
         sms_sender=sms_sender or sender_from_settings(settings),
         credential_cache=CredentialCache(settings.auth_cache_seconds),
         passwords=PasswordHashing(

@@ -8,6 +8,7 @@ is printed in this file.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -71,6 +72,9 @@ class Settings(BaseSettings):
 
     # Secrets and tokens
     secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET_KEY)
+    # Older master secrets, still accepted for reading while `sesame secrets rotate`
+    # re-seals what they sealed: a JSON list, or one secret (see docs/operations.md).
+    secret_keys_previous: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
     refresh_token_ttl_seconds: int = Field(default=30 * 86_400, ge=300)
     # How long a process may reuse a resolved credential (see sesame.auth.cache).
@@ -170,6 +174,20 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("secret_keys_previous", mode="before")
+    @classmethod
+    def _secret_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return []
+            if value.lstrip().startswith("["):
+                try:
+                    return json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise ValueError("a JSON list of secrets, or one secret") from exc
+            return [value]
+        return value
+
     @field_validator("default_time_zone")
     @classmethod
     def _known_time_zone(cls, value: str) -> str:
@@ -203,6 +221,13 @@ class Settings(BaseSettings):
             problems.append("SESAME_SECRET_KEY is the built-in development key")
         if len(self.secret_key.get_secret_value()) < 32:
             problems.append("SESAME_SECRET_KEY must be at least 32 characters")
+        # A previous secret still verifies tokens: a public or weak one would let anyone in.
+        previous = [p.get_secret_value() for p in self.secret_keys_previous]
+        if any(p == DEVELOPMENT_SECRET_KEY or len(p) < 32 for p in previous):
+            problems.append(
+                "SESAME_SECRET_KEYS_PREVIOUS may hold neither the development key nor a "
+                "secret shorter than 32 characters"
+            )
         if self.password_time_cost < 2 or self.password_memory_kib < 19_456:
             problems.append(
                 "SESAME_PASSWORD_TIME_COST must be at least 2 and SESAME_PASSWORD_MEMORY_KIB "

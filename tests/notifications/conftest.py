@@ -18,7 +18,7 @@ from sesame.notifications.channels.email import EmailChannel
 from sesame.notifications.channels.fcm import FcmChannel
 from sesame.notifications.channels.webhook import WebhookChannel
 from sesame.notifications.channels.webpush import WebPushChannel
-from sesame.notifications.install import Notifier, vapid_key
+from sesame.notifications.install import Notifier, load_vapid_key, vapid_key
 from sesame.notifications.repository import NotificationRepository
 from sesame.notifications.testing.fcm import StandinServer
 from sesame.notifications.testing.smtp import SmtpStandin
@@ -85,6 +85,7 @@ async def notifying(runtime: Runtime, providers: Providers) -> AsyncIterator[Not
             state = await NotificationRepository(session).state()
             state.outbox_cursor = await outbox.last_id(session)
             await session.commit()
+    await load_vapid_key(runtime)
     notifier = Notifier(runtime, providers.channels(runtime))
     runtime.notifier = notifier
     notifier.start()

@@ -23,7 +23,6 @@ from starlette.responses import Response
 
 from sesame.api.repository import IdempotencyRepository
 from sesame.kit.errors import BadRequest, IdempotencyKeyReused
-from sesame.kit.security import seal, unseal
 from sesame.models import IdempotencyRecord
 from sesame.runtime import Runtime
 
@@ -65,7 +64,7 @@ async def stored_response(
         raise IdempotencyKeyReused(
             "this Idempotency-Key was used with another request; use a new key"
         )
-    body = unseal(runtime.keys.idempotency, record.body, _associated(request))
+    body = runtime.keys.idempotency.unseal(record.body, associated(request.scope, request.key))
     headers = dict(record.headers)
     headers[REPLAYED_HEADER] = "true"
     return Response(content=body, status_code=record.status_code, headers=headers)
@@ -87,7 +86,7 @@ async def store(
             fingerprint=request.fingerprint,
             status_code=response.status_code,
             headers=headers,
-            body=seal(runtime.keys.idempotency, bytes(body), _associated(request)),
+            body=runtime.keys.idempotency.seal(bytes(body), associated(request.scope, request.key)),
             created_at=now,
             expires_at=now + timedelta(seconds=runtime.settings.idempotency_ttl_seconds),
         )
@@ -95,5 +94,6 @@ async def store(
     return True
 
 
-def _associated(request: IdempotentRequest) -> bytes:
-    return f"{request.scope}\x1f{request.key}".encode()
+def associated(scope: str, key: str) -> bytes:
+    """What a record's sealed body is bound to (re-sealing needs it too)."""
+    return f"{scope}\x1f{key}".encode()

@@ -26,9 +26,10 @@ from sesame.auth.repository import (
 )
 from sesame.auth.tokens import decode_access_token
 from sesame.kit.errors import Forbidden, Unauthorized
+from sesame.kit.keyring import PurposeKeys
 from sesame.kit.logging import get_logger
 from sesame.kit.repository import TenantScope
-from sesame.kit.security import digest, equal, keyed_digest
+from sesame.kit.security import digest, equal
 from sesame.models import StaffRole, SubjectKind
 from sesame.staff.repository import StaffRepository
 
@@ -99,11 +100,20 @@ API_KEY_SCOPES = tuple(f"{g.value}:{a.value}" for g in API_KEY_GROUPS for a in A
 PrincipalKind = Literal["staff", "api_key", "resident"]
 
 
-def resident_id(key: bytes, phone: str) -> str:
+def resident_id(keys: PurposeKeys, phone: str) -> str:
     """A resident's opaque id, stable across sign-ins: what their access token names and
     their idempotency records are kept under. A keyed digest, so the phone number (a
     small space to search) cannot be recovered from it without the server's key."""
-    return "r_" + keyed_digest(key, "resident-id", phone)[:32]
+    return "r_" + keys.digest("resident-id", phone)[:32]
+
+
+def names_resident(keys: PurposeKeys, subject: str, phone: str) -> bool:
+    """Does a token's subject name this resident, under any secret of the ring? A token
+    made before a change of master secret names them by the older key."""
+    found = False
+    for candidate in keys.digests("resident-id", phone):
+        found |= equal(subject, "r_" + candidate[:32])
+    return found
 
 
 @dataclass(frozen=True)
@@ -235,7 +245,7 @@ async def _resolve_access_token(token: str, session: Any, runtime: Any) -> Princ
         if auth_session.subject_kind is not SubjectKind.RESIDENT or auth_session.phone is None:
             raise Unauthorized("invalid access token")
         subject = resident_id(runtime.keys.access_tokens, auth_session.phone)
-        if not equal(claims.subject, subject):
+        if not names_resident(runtime.keys.access_tokens, claims.subject, auth_session.phone):
             # Tokens from before residents had opaque ids named the phone: sign in again.
             raise Unauthorized("invalid access token")
         person_ids = await OtpRepository(session).person_ids_for_phone(auth_session.phone)

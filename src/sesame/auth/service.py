@@ -48,7 +48,7 @@ from sesame.kit.errors import (
 )
 from sesame.kit.ids import new_id
 from sesame.kit.logging import get_logger
-from sesame.kit.security import digest, equal, keyed_digest, new_token
+from sesame.kit.security import digest, new_token
 from sesame.models import ApiKey, AuthSession, OtpChallenge, RefreshToken, SubjectKind
 from sesame.runtime import Runtime
 from sesame.settings import Settings
@@ -324,7 +324,14 @@ async def logout(session: AsyncSession, runtime: Runtime, principal: Principal) 
 
 
 def _code_digest(runtime: Runtime, challenge_id: UUID, phone: str, code: str) -> str:
-    return keyed_digest(runtime.keys.one_time_codes, str(challenge_id), phone, code)
+    return runtime.keys.one_time_codes.digest(str(challenge_id), phone, code)
+
+
+def _code_matches(runtime: Runtime, challenge: OtpChallenge, phone: str, code: str) -> bool:
+    """A code sent before a change of secret still matches under the previous one."""
+    return runtime.keys.one_time_codes.matches(
+        challenge.code_digest, str(challenge.id), phone, code
+    )
 
 
 async def request_code(
@@ -384,7 +391,7 @@ async def verify_code(
     if challenge.attempts >= settings.otp_max_attempts:
         raise InvalidCredentials("too many wrong codes; request a new one", keep_changes=True)
     attempts = await codes.count_attempt(challenge.id)
-    if not equal(_code_digest(runtime, challenge.id, phone, code), challenge.code_digest):
+    if not _code_matches(runtime, challenge, phone, code):
         remaining = max(0, settings.otp_max_attempts - attempts)
         raise InvalidCredentials("wrong code", keep_changes=True, attempts_remaining=remaining)
     if not await codes.consume(challenge.id, now) or not await codes.person_ids_for_phone(phone):

@@ -45,7 +45,6 @@ from sesame.kit.errors import Conflict
 from sesame.kit.ids import new_id
 from sesame.kit.logging import get_logger
 from sesame.kit.retry import RetryBudget, backoff_delay
-from sesame.kit.security import seal, unseal
 from sesame.models import ActionAttempt, AttemptPhase, AttemptStatus, Device, DeviceStatus
 from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime
@@ -159,13 +158,13 @@ class AttemptEngine:
 
     def _seal(self, attempt_id: UUID, params: dict[str, Any]) -> bytes:
         """Secret params (a PIN) are kept sealed; the attempt shows them masked."""
-        return seal(self.runtime.keys.idempotency, orjson.dumps(params), attempt_id.bytes)
+        return self.runtime.keys.idempotency.seal(orjson.dumps(params), attempt_id.bytes)
 
     def _params(self, attempt: ActionAttempt) -> dict[str, Any]:
         if attempt.sealed_params is None:
             return dict(attempt.params)
         unsealed: dict[str, Any] = orjson.loads(
-            unseal(self.runtime.keys.idempotency, attempt.sealed_params, attempt.id.bytes)
+            self.runtime.keys.idempotency.unseal(attempt.sealed_params, attempt.id.bytes)
         )
         return unsealed
 

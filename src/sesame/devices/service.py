@@ -277,7 +277,8 @@ def credential_check(runtime: Runtime) -> CredentialCheck:
 
     async def check(username: str, password: str, client_id: str) -> bool:
         if username == protocol.GATEWAY_USERNAME:
-            return equal(password, runtime.keys.mqtt_gateway_password)
+            # The gateway of a process not yet restarted after a change of secret too.
+            return any(equal(password, p) for p in runtime.keys.mqtt_gateway_passwords)
         device_id = parse_id(username)  # the canonical spelling only, as Mosquitto's
         if device_id is None:
             return False

@@ -42,7 +42,7 @@ from sesame.devices import protocol
 from sesame.keys.access import Place, Terms, covers, effective_status
 from sesame.keys.repository import KeyRepository, SigningKeyRepository
 from sesame.kit.logging import get_logger
-from sesame.kit.security import b64url, derive_key, seal, unseal
+from sesame.kit.security import b64url
 from sesame.models import Key, KeyStatus, Site, SiteSigningKey
 from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime
@@ -61,10 +61,6 @@ log = get_logger("sesame.keys.credentials")
 ENDED = (KeyStatus.REVOKED, KeyStatus.SUSPENDED, KeyStatus.EXPIRED)
 
 
-def _sealing_key(runtime: Runtime) -> bytes:
-    return derive_key(runtime.settings.secret_key.get_secret_value(), "site-signing-keys")
-
-
 def public_b64(private: Ed25519PrivateKey) -> str:
     return b64url(private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
 
@@ -78,7 +74,7 @@ async def new_signing_key(session: AsyncSession, runtime: Runtime, site: Site) -
         partner_id=site.partner_id,
         site_id=site.id,
         public_key=public_b64(private),
-        sealed_private_key=seal(_sealing_key(runtime), raw, str(site.id).encode()),
+        sealed_private_key=runtime.keys.site_signing_keys.seal(raw, str(site.id).encode()),
         created_at=runtime.clock.now(),
         active=True,
     )
@@ -99,7 +95,7 @@ async def signer(
     record = await SigningKeyRepository(session).active(site.id)
     if record is None:
         record = await new_signing_key(session, runtime, site)
-    raw = unseal(_sealing_key(runtime), record.sealed_private_key, str(site.id).encode())
+    raw = runtime.keys.site_signing_keys.unseal(record.sealed_private_key, str(site.id).encode())
     return str(record.id), Ed25519PrivateKey.from_private_bytes(raw)
 
 

@@ -39,7 +39,6 @@ from sesame.kit.db import after_commit, commit, write_intent
 from sesame.kit.errors import Conflict, FieldError, NotFound, ValidationFailed
 from sesame.kit.ids import new_id
 from sesame.kit.logging import get_logger
-from sesame.kit.security import derive_key, keyed_digest, seal, unseal
 from sesame.models import ActionAttempt, AttemptStatus, Device, PinCode, PinStatus
 from sesame.outbox import repository as outbox
 from sesame.people.repository import PersonRepository
@@ -61,12 +60,14 @@ class DuplicateAccessCode(Conflict):
     type = "duplicate_access_code"
 
 
-def _key(runtime: Runtime) -> bytes:
-    return derive_key(runtime.settings.secret_key.get_secret_value(), "pin-codes")
-
-
 def code_of(runtime: Runtime, pin: PinCode) -> str:
-    return unseal(_key(runtime), pin.sealed_code, pin.id.bytes).decode()
+    return runtime.keys.pin_codes.unseal(pin.sealed_code, pin.id.bytes).decode()
+
+
+def code_digests(runtime: Runtime, device_id: UUID, code: str) -> tuple[str, ...]:
+    """The per-lock digest of a code under every secret of the ring; the first, under
+    the current one, is the one to store."""
+    return runtime.keys.pin_codes.digests(str(device_id), code)
 
 
 def constraints(device: Device) -> dict[str, Any]:
@@ -143,12 +144,14 @@ class PinService(CrudService[PinCode]):
         taken = {p.code_digest for p in await PinCodeRepository(self.session).on_device(device.id)}
         for _ in range(1000):
             code = f"{secrets.randbelow(10**length):0{length}d}"
-            if not violations(code, rules) and self._digest(device.id, code) not in taken:
+            if not violations(code, rules) and taken.isdisjoint(self._digests(device.id, code)):
                 return code
         raise Conflict("no free code of that length left on this lock")
 
-    def _digest(self, device_id: UUID, code: str) -> str:
-        return keyed_digest(_key(self.runtime), str(device_id), code)
+    def _digests(self, device_id: UUID, code: str) -> tuple[str, ...]:
+        """The code's digest under every secret of the ring, current first: a code stored
+        before a change of secret, and not yet re-sealed, is still found."""
+        return code_digests(self.runtime, device_id, code)
 
     async def build(self, data: Any) -> PinCode:
         device = await self._lock(data.device_id)
@@ -163,9 +166,9 @@ class PinService(CrudService[PinCode]):
                 "the code breaks the lock's rules",
                 errors=[FieldError(("body", "code"), p, "constraints_violated") for p in problems],
             )
-        digest = self._digest(device.id, code)
+        digests = self._digests(device.id, code)
         if any(
-            p.code_digest == digest and p.wanted
+            p.code_digest in digests and p.wanted
             for p in await PinCodeRepository(self.session).on_device(device.id)
         ):
             raise DuplicateAccessCode("this code is already on the lock")
@@ -178,8 +181,8 @@ class PinService(CrudService[PinCode]):
             key_id=data.key_id,
             person_id=data.person_id,
             name=data.name,
-            sealed_code=seal(_key(self.runtime), code.encode(), pin_id.bytes),
-            code_digest=digest,
+            sealed_code=self.runtime.keys.pin_codes.seal(code.encode(), pin_id.bytes),
+            code_digest=digests[0],
             starts_at=data.starts_at,
             ends_at=data.ends_at,
             status=PinStatus.UNSET,

@@ -40,7 +40,6 @@ from prometheus_client import Counter, Gauge
 from sesame.kit.db import write_intent
 from sesame.kit.logging import get_logger
 from sesame.kit.retry import backoff_delay
-from sesame.kit.security import derive_key, seal, unseal
 from sesame.ledger import entries, merkle
 from sesame.ledger.note import Checkpoint, Signer, Verifier, sign_checkpoint
 from sesame.ledger.repository import LedgerRepository
@@ -81,10 +80,6 @@ class Published:
     verifier: Verifier
 
 
-def _sealing_key(runtime: Runtime) -> bytes:
-    return derive_key(runtime.settings.secret_key.get_secret_value(), "ledger-key")
-
-
 class Ledger:
     """One per process: the in-memory tree and the log's signer."""
 
@@ -123,7 +118,7 @@ class Ledger:
                 id=1,
                 origin=origin,
                 public_key=private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
-                sealed_private_key=seal(_sealing_key(runtime), raw, origin.encode()),
+                sealed_private_key=runtime.keys.ledger_key.seal(raw, origin.encode()),
                 created_at=runtime.clock.now(),
             )
             with write_intent():
@@ -139,7 +134,7 @@ class Ledger:
                     f"SESAME_LEDGER_ORIGIN is {configured!r} but this log is {stored.origin!r};"
                     " a log's origin cannot change (start a new database for a new log)"
                 )
-            raw = unseal(_sealing_key(runtime), stored.sealed_private_key, stored.origin.encode())
+            raw = runtime.keys.ledger_key.unseal(stored.sealed_private_key, stored.origin.encode())
             return Signer(stored.origin, Ed25519PrivateKey.from_private_bytes(raw))
 
     # -- the tree -----------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from sesame.models.notifications import (
 )
 from sesame.models.outbox import OutboxMessage
 from sesame.models.people import Household, HouseholdRole, Person, PersonKind
-from sesame.models.platform import IdempotencyRecord, RateLimitCounter
+from sesame.models.platform import IdempotencyRecord, PlatformKey, RateLimitCounter
 from sesame.models.sites import Building, Entrance, EntranceKind, Site, SiteKind, Unit
 from sesame.models.staff import StaffAccount, StaffRole, StaffSiteScope
 from sesame.models.tenancy import Partner, PartnerKind
@@ -100,6 +100,7 @@ __all__ = [
     "PersonKind",
     "PinCode",
     "PinStatus",
+    "PlatformKey",
     "Preference",
     "RateLimitCounter",
     "RefreshToken",

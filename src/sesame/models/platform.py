@@ -1,4 +1,5 @@
-"""Tables the HTTP edge needs for every domain: idempotency records and rate-limit counters."""
+"""Tables for the whole platform: idempotency records, rate-limit counters and the
+platform's own sealed keys."""
 
 from __future__ import annotations
 
@@ -40,3 +41,15 @@ class RateLimitCounter(Base):
     window_start: Mapped[int] = mapped_column(primary_key=True)
     count: Mapped[int]
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class PlatformKey(Base):
+    """A key of the platform's own that must outlive a change of master secret (the VAPID
+    key push subscriptions are bound to): generated or derived once, stored sealed, and
+    re-sealed by ``sesame secrets rotate``."""
+
+    __tablename__ = "platform_keys"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    sealed_private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]

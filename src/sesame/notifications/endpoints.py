@@ -14,7 +14,7 @@ from sesame.api.route import API_PREFIX, SesameRoute
 from sesame.kit.pagination import Page, decode_cursor, next_cursor
 from sesame.notifications import service
 from sesame.notifications.channels.webpush import vapid_public_key_b64
-from sesame.notifications.install import vapid_key
+from sesame.notifications.install import load_vapid_key
 from sesame.notifications.repository import DeliveryRepository
 from sesame.notifications.schemas import (
     CampaignCreate,
@@ -133,7 +133,7 @@ async def my_notifications(
 @router.get("/web-push-key", response_model=WebPushKey, operation_id="get_web_push_key")
 async def web_push_key(runtime: AppRuntime) -> WebPushKey:
     """The server's VAPID public key, for a browser's `applicationServerKey`."""
-    return WebPushKey(public_key=vapid_public_key_b64(vapid_key(runtime)))
+    return WebPushKey(public_key=vapid_public_key_b64(await load_vapid_key(runtime)))
 
 
 campaigns_router = APIRouter(

@@ -4,7 +4,6 @@ process at a time routes) and the senders (every process sends its share)."""
 from __future__ import annotations
 
 import asyncio
-import functools
 from contextlib import suppress
 
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
@@ -13,7 +12,6 @@ from sesame.jobs import service as jobs
 from sesame.jobs.repository import JobRepository
 from sesame.kit.db import write_intent
 from sesame.kit.logging import get_logger
-from sesame.kit.security import derive_key
 from sesame.notifications import alerts, campaigns  # noqa: F401  (their job handlers)
 from sesame.notifications.channels.base import Channel
 from sesame.notifications.channels.console import ConsoleChannel
@@ -25,20 +23,41 @@ from sesame.notifications.router import run_router
 from sesame.notifications.sender import Sender, run_sender
 from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime
+from sesame.sealing.service import earliest_key_id, platform_secret
 
 log = get_logger("sesame.notifications")
 
 EVERY_MINUTE = "* * * * *"
 
 
+VAPID_KEY = "vapid"
+
+
+async def load_vapid_key(runtime: Runtime) -> EllipticCurvePrivateKey:
+    """The server's VAPID key, loaded once per process.
+
+    Browsers' push subscriptions are bound to it, so it must survive a change of master
+    secret: it is stored sealed (``sesame.sealing``). It used to be derived from the
+    secret and stored nowhere; the first start that finds none stores the one derived
+    from the secret the deployment used until then, even when the secret changes in the
+    same restart."""
+
+    async def derived_as_before() -> bytes:
+        return runtime.keys.ring.derive(await earliest_key_id(runtime), VAPID_KEY)
+
+    if runtime.vapid_private_key is None:
+        seed = await platform_secret(runtime, VAPID_KEY, derived_as_before)
+        runtime.vapid_private_key = vapid_key_from_secret(seed)
+    key: EllipticCurvePrivateKey = runtime.vapid_private_key
+    return key
+
+
 def vapid_key(runtime: Runtime) -> EllipticCurvePrivateKey:
-    """The server's VAPID key, derived from its secret: stable, and stored nowhere."""
-    return _vapid_key(runtime.settings.secret_key.get_secret_value())
-
-
-@functools.lru_cache(maxsize=4)
-def _vapid_key(secret: str) -> EllipticCurvePrivateKey:
-    return vapid_key_from_secret(derive_key(secret, "vapid"))
+    """The VAPID key ``load_vapid_key`` loaded."""
+    if runtime.vapid_private_key is None:
+        raise RuntimeError("the VAPID key is not loaded yet (await load_vapid_key)")
+    key: EllipticCurvePrivateKey = runtime.vapid_private_key
+    return key
 
 
 def build_channels(runtime: Runtime) -> dict[str, Channel]:
@@ -124,6 +143,7 @@ class Notifier:
 async def start_notifications(runtime: Runtime) -> Notifier | None:
     if not runtime.settings.notify_enabled:
         return None
+    await load_vapid_key(runtime)
     notifier = runtime.notifier or Notifier(runtime)
     runtime.notifier = notifier
     notifier.start()

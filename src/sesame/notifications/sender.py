@@ -28,10 +28,10 @@ from uuid import UUID
 from prometheus_client import Counter
 
 from sesame.kit.db import write_intent
+from sesame.kit.keyring import PurposeKeys
 from sesame.kit.logging import get_logger
 from sesame.kit.loop import keep_running
 from sesame.kit.retry import backoff_delay
-from sesame.kit.security import derive_key, unseal
 from sesame.models import DeliveryStatus
 from sesame.notifications.channels.base import Channel, Message, Outcome, Result
 from sesame.notifications.repository import NotificationRepository
@@ -47,9 +47,9 @@ OUTCOMES = Counter(
 )
 
 
-def webhook_key(runtime: Runtime) -> bytes:
-    """The key webhook secrets are sealed with at rest."""
-    return derive_key(runtime.settings.secret_key.get_secret_value(), "webhook-secrets")
+def webhook_keys(runtime: Runtime) -> PurposeKeys:
+    """The keys webhook secrets are sealed with at rest."""
+    return runtime.keys.webhook_secrets
 
 
 def retry_delay(
@@ -72,7 +72,7 @@ class Sender:
         self.runtime = runtime
         self.channels = channels
         self.sent = 0
-        self._key = webhook_key(runtime)
+        self._keys = webhook_keys(runtime)
 
     async def send_batch(self, limit: int | None = None) -> int:
         """Claim, send and record one batch. Returns how many deliveries it took."""
@@ -138,13 +138,13 @@ class Sender:
                 return None
             address = row.url
             associated = row.webhook_endpoint_id.bytes
-            secrets = (unseal(self._key, row.sealed_secret, associated).decode(),)
+            secrets = (self._keys.unseal(row.sealed_secret, associated).decode(),)
             if (
                 row.sealed_previous_secret
                 and row.previous_expires_at
                 and row.previous_expires_at > now
             ):
-                secrets += (unseal(self._key, row.sealed_previous_secret, associated).decode(),)
+                secrets += (self._keys.unseal(row.sealed_previous_secret, associated).decode(),)
         elif row.destination_id is not None:
             if not row.destination_active:
                 return None

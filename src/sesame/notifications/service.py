@@ -28,7 +28,6 @@ from sesame.auth.principal import Action, Group, Principal
 from sesame.jobs import service as jobs
 from sesame.kit.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from sesame.kit.ids import new_id
-from sesame.kit.security import seal
 from sesame.models import (
     Campaign,
     CampaignStatus,
@@ -46,7 +45,7 @@ from sesame.notifications.repository import (
     NotificationRepository,
     WebhookEndpointRepository,
 )
-from sesame.notifications.sender import webhook_key
+from sesame.notifications.sender import webhook_keys
 from sesame.runtime import Runtime
 from sesame.sites.repository import BuildingRepository, SiteRepository
 
@@ -233,7 +232,7 @@ class WebhookEndpointService(CrudService[WebhookEndpoint]):
             url=data.url,
             description=data.description,
             event_types=sorted(set(data.event_types)),
-            sealed_secret=seal(webhook_key(self.runtime), secret.encode(), endpoint_id.bytes),
+            sealed_secret=webhook_keys(self.runtime).seal(secret.encode(), endpoint_id.bytes),
             active=True,
         )
         endpoint.secret = secret  # type: ignore[attr-defined]  # shown once, never stored plain
@@ -253,7 +252,7 @@ class WebhookEndpointService(CrudService[WebhookEndpoint]):
         secret = new_secret()
         endpoint.sealed_previous_secret = endpoint.sealed_secret
         endpoint.previous_expires_at = self.runtime.clock.now() + ROTATION_OVERLAP
-        endpoint.sealed_secret = seal(webhook_key(self.runtime), secret.encode(), endpoint.id.bytes)
+        endpoint.sealed_secret = webhook_keys(self.runtime).seal(secret.encode(), endpoint.id.bytes)
         await self.session.flush()
         endpoint.secret = secret  # type: ignore[attr-defined]
         return endpoint

@@ -6,9 +6,10 @@ origin as ``aud`` (a token for one service is useless at another) and is cached 
 origin well inside its lifetime. ``Topic`` is derived from the transaction id, so a
 resend replaces an undelivered copy instead of buzzing the phone twice.
 
-The server's VAPID key can be derived from its master secret (``vapid_key_from_secret``):
-the key is then stable across restarts and needs no storage, and browsers keep their
-subscriptions, which are bound to the ``applicationServerKey``.
+The server's VAPID key is made from a 32-byte seed (``vapid_key_from_secret``), stored
+sealed (``sesame.notifications.install.load_vapid_key``): browsers keep their
+subscriptions, which are bound to the ``applicationServerKey``, across restarts and
+changes of the master secret.
 """
 
 from __future__ import annotations
