@@ -16,6 +16,7 @@ from sesame.auth.cache import CredentialCache
 from sesame.devices.hooks import DeviceHooks
 from sesame.kit.clock import Clock, SystemClock
 from sesame.kit.db import create_engine, create_read_session_factory, create_session_factory
+from sesame.kit.egress import EgressPolicy
 from sesame.kit.security import PasswordHashing, b64url, derive_key
 from sesame.settings import Settings
 
@@ -50,6 +51,8 @@ class Runtime:
     sms_sender: Any
     credential_cache: CredentialCache
     passwords: PasswordHashing
+    # Where requests to user-supplied URLs may go (tests swap it for a stricter one).
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
     # Started by the app's lifespan when devices are enabled.
     device_hooks: DeviceHooks = field(default_factory=DeviceHooks)
     gateway: Any = None
@@ -87,4 +90,5 @@ def build_runtime(
         passwords=PasswordHashing(
             time_cost=settings.password_time_cost, memory_kib=settings.password_memory_kib
         ),
+        egress=settings.egress_policy(),
     )

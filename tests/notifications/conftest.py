@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from sesame.kit.db import write_intent
+from sesame.kit.egress import EgressPolicy
 from sesame.notifications.channels.email import EmailChannel
 from sesame.notifications.channels.fcm import FcmChannel
 from sesame.notifications.channels.webhook import WebhookChannel
@@ -26,6 +27,10 @@ from sesame.notifications.testing.webhooks import WebhookReceiver
 from sesame.notifications.testing.webpush import PushServiceStandin
 from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime
+
+# The stand-ins listen on this machine: channels built outside a runtime reach them only
+# because the allow-list says so, as an operator's would for an internal receiver.
+STANDINS_ALLOWED = EgressPolicy.from_entries(["127.0.0.1"], enforced=True)
 
 
 @dataclass
@@ -40,12 +45,14 @@ class Providers:
         return {
             "fcm": FcmChannel(service_account=self.fcm.service_account, endpoint=self.fcm.url),
             "webpush": WebPushChannel(
-                vapid_private_key=vapid_key(runtime), subject="mailto:ops@sesame.test"
+                vapid_private_key=vapid_key(runtime),
+                subject="mailto:ops@sesame.test",
+                egress=runtime.egress,
             ),
             "email": EmailChannel(
                 host="127.0.0.1", port=self.smtp_port, sender="sesame@sesame.test", starttls=False
             ),
-            "webhook": WebhookChannel(),
+            "webhook": WebhookChannel(egress=runtime.egress),
         }
 
     def reset(self) -> None:

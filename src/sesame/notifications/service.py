@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sesame.api.crud import CrudService
 from sesame.auth.principal import Action, Group, Principal
 from sesame.jobs import service as jobs
+from sesame.kit.egress import EgressRefused, Unresolvable
 from sesame.kit.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from sesame.kit.ids import new_id
 from sesame.kit.security import seal
@@ -105,6 +105,8 @@ async def register(
     value = getattr(data, address)
     keys = data.keys.model_dump() if kind is DestinationKind.WEBPUSH else {}
     install_id = getattr(data, "install_id", None)
+    if kind is DestinationKind.WEBPUSH:
+        await check_egress(session, runtime, value, field="endpoint", https_only=True)
     key = digest(value)
     now = runtime.clock.now()
     repository = NotificationRepository(session)
@@ -192,18 +194,30 @@ async def set_preferences(session: AsyncSession, principal: Principal, changes: 
     await session.flush()
 
 
-def internal_host(url: str) -> bool:
-    """A URL naming this host or a private network directly (an IP literal or
-    ``localhost``): a partner may not point Sesame at its own internals. Names that
-    resolve to such addresses are the network's egress policy to stop."""
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
+async def check_egress(
+    session: AsyncSession, runtime: Runtime, url: str, *, field: str, https_only: bool = False
+) -> None:
+    """Refuse (422) a URL the egress policy would never send to: this host, a private
+    network, a metadata service, in any spelling or behind any name. A name that does not
+    resolve now passes: it reaches nothing, and every delivery checks again.
+
+    A lookup may take seconds and must not hold SQLite's write lock meanwhile: so far the
+    request has only read (its credential), and that transaction ends before it.
+    """
+    policy = runtime.egress
+    if not policy.enforced:
+        return
+    if session.in_transaction() and not (session.new or session.dirty or session.deleted):
+        await session.rollback()
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return not address.is_global
+        await policy.check_url(url, https_only=https_only)
+    except Unresolvable:
+        return
+    except EgressRefused as exc:
+        raise ValidationFailed(
+            f"{field} must reach a public host over the internet",
+            errors=[FieldError(("body", field), str(exc), exc.reason)],
+        ) from exc
 
 
 class WebhookEndpointService(CrudService[WebhookEndpoint]):
@@ -211,16 +225,20 @@ class WebhookEndpointService(CrudService[WebhookEndpoint]):
     noun = "webhook endpoint"
     repository_class = WebhookEndpointRepository
 
-    def _check_url(self, url: str) -> None:
-        if self.runtime.settings.env != "development" and internal_host(url):
-            raise ValidationFailed(
-                "webhook URLs must reach a public host",
-                errors=[FieldError(("body", "url"), "an internal address", "internal_address")],
-            )
+    async def create(self, data: Any) -> WebhookEndpoint:
+        self.principal.require(self.group, Action.WRITE)
+        self.principal.require_partner_level("managing webhook endpoints")
+        await check_egress(self.session, self.runtime, data.url, field="url")
+        return await super().create(data)
+
+    async def update(self, object_id: UUID, data: Any) -> WebhookEndpoint:
+        if data.url:
+            self.principal.require(self.group, Action.WRITE)
+            await check_egress(self.session, self.runtime, data.url, field="url")
+        return await super().update(object_id, data)
 
     async def build(self, data: Any) -> WebhookEndpoint:
         self.principal.require_partner_level("managing webhook endpoints")
-        self._check_url(data.url)
         if self.principal.scope.partner_id is None and data.partner_id is None:
             partner_id = None  # the platform's own: operational alerts
         else:
@@ -240,8 +258,6 @@ class WebhookEndpointService(CrudService[WebhookEndpoint]):
         return endpoint
 
     async def apply(self, obj: WebhookEndpoint, changes: dict[str, Any]) -> None:
-        if changes.get("url"):
-            self._check_url(changes["url"])
         if "event_types" in changes and changes["event_types"] is not None:
             changes["event_types"] = sorted(set(changes["event_types"]))
         await super().apply(obj, changes)
