@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -111,3 +112,18 @@ async def eventually(check: Any, seconds: float = 15) -> Any:
             return value
         await asyncio.sleep(0.1)
     raise AssertionError("the condition never held")
+
+
+async def mailed_code(providers: Providers, address: str, seconds: float = 15) -> str:
+    """The confirmation code in the newest message the SMTP stand-in took for ``address``."""
+
+    def latest() -> str | None:
+        for envelope in reversed(providers.smtp.envelopes):
+            if address in envelope.rcpt_tos:
+                text = envelope.message.get_body(("plain",))
+                found = re.search(r"\b[0-9]{8}\b", text.get_content() if text else "")
+                if found:
+                    return found.group(0)
+        return None
+
+    return str(await eventually(latest, seconds))

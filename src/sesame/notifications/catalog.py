@@ -32,6 +32,7 @@ CATEGORIES = {
         Category("devices", False, "Devices at your sites: offline, low battery, clock drift."),
         Category("operations", True, "Platform alerts: error rates, relay lag."),
         Category("announcements", False, "Messages from your building's management."),
+        Category("confirmation", True, "The code that confirms an address you registered."),
     )
 }
 
@@ -64,6 +65,18 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
     "device.clock_drift": {
         "ko": ("기기 시계 오차", "{site}의 {device} 시계가 {offset}초 어긋났습니다."),
         "en": ("Device clock drift", "The clock of {device} at {site} is off by {offset} s."),
+    },
+    "destination.confirm": {
+        "ko": (
+            "Sesame 알림 주소 확인",
+            "확인 코드: {code}\n\n{minutes}분 안에 앱에 입력하면 이 주소로 알림을 받습니다. "
+            "요청하지 않았다면 이 메일을 무시하세요.",
+        ),
+        "en": (
+            "Confirm your Sesame notification address",
+            "Your code: {code}\n\nEnter it in the app within {minutes} minutes to receive "
+            "notifications here. If you did not ask for this, ignore this message.",
+        ),
     },
     "ops.alert": {
         "ko": ("운영 경보: {name}", "{message}"),

@@ -243,6 +243,13 @@ class NotificationRepository(SessionRepository):
         result = await self.session.execute(select(Person.partner_id).where(Person.id == person_id))
         return result.scalar()
 
+    async def locale_of(self, person_id: UUID | None) -> str:
+        """A person's locale; staff (None) have none and get the default language."""
+        if person_id is None:
+            return ""
+        result = await self.session.execute(select(Person.locale).where(Person.id == person_id))
+        return str(result.scalar() or "")
+
     async def install_destination(self, person_id: UUID, install_id: str) -> Destination | None:
         result = await self.session.execute(
             select(Destination).where(
@@ -474,6 +481,7 @@ def _with_destinations(source: Any, columns: Any) -> Any:
             Destination.address,
             Destination.keys,
             Destination.active.label("destination_active"),
+            Destination.deactivated_reason.label("destination_reason"),
             StaffAccount.email.label("staff_email"),
             WebhookEndpoint.url,
             WebhookEndpoint.sealed_secret,

@@ -82,6 +82,10 @@ class DestinationRead(OutputModel):
     created_at: datetime
 
 
+class ConfirmationIn(InputModel):
+    code: str = Field(pattern=r"^[0-9]{8}$", description="The eight digits sent to the address.")
+
+
 class PreferenceIn(InputModel):
     category: str
     enabled: bool = True

@@ -1,0 +1,46 @@
+"""notifications: e-mail destinations confirmed by their owner
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-12-02 15:50:00.000000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import sesame.kit.db
+
+revision: str = "0009"
+down_revision: str | None = "0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("notification_destinations", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("confirmation_digest", sa.String(length=64), nullable=True))
+        batch_op.add_column(
+            sa.Column(
+                "confirmation_expires_at", sesame.kit.db.UTCDateTime(timezone=True), nullable=True
+            )
+        )
+        batch_op.add_column(
+            sa.Column(
+                "confirmation_sent_at", sesame.kit.db.UTCDateTime(timezone=True), nullable=True
+            )
+        )
+        batch_op.add_column(
+            sa.Column("confirmation_attempts", sa.Integer(), server_default="0", nullable=False)
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("notification_destinations", schema=None) as batch_op:
+        batch_op.drop_column("confirmation_attempts")
+        batch_op.drop_column("confirmation_sent_at")
+        batch_op.drop_column("confirmation_expires_at")
+        batch_op.drop_column("confirmation_digest")
