@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     # Webhooks and Web Push go only to public addresses (kit/egress.py): on by default
     # outside development (None), off in it. The allow-list admits internal receivers:
     # comma-separated CIDRs, addresses or host names.
+    # Device-offline alerts: only after this long offline, at most once per window.
+    notify_offline_grace_seconds: float = Field(default=120.0, ge=0, le=86400)
+    notify_offline_window_seconds: float = Field(default=3600.0, ge=0, le=7 * 86400)
     notify_egress_check: bool | None = None
     notify_egress_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Operational alerts to platform administrators.

@@ -219,3 +219,21 @@ class Alert(IdMixin, Base):
     message: Mapped[str] = mapped_column(Text)
     raised_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None]
+
+
+class DeviceOutage(Base):
+    """A device's going offline, as notifications see it: alerted only once it has stayed
+    offline for a grace period, at most once per window, with the flaps in between
+    counted. ``offline_since`` is set while an alert may be due (the latest
+    disconnection), ``first_offline_at`` and ``flaps`` summarise since the last alert."""
+
+    __tablename__ = "notification_device_outages"
+    __table_args__ = (Index(None, "offline_since"),)
+
+    device_id: Mapped[UUID] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    offline_since: Mapped[datetime | None]
+    first_offline_at: Mapped[datetime | None]
+    flaps: Mapped[int] = mapped_column(Integer, default=0)
+    last_alert_at: Mapped[datetime | None]

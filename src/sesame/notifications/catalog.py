@@ -58,6 +58,16 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
         "ko": ("기기 연결 끊김", "{site}의 {device}이(가) 오프라인입니다."),
         "en": ("Device offline", "{device} at {site} is offline."),
     },
+    "device.flapping": {
+        "ko": (
+            "기기 연결 불안정",
+            "{site}의 {device}이(가) 오프라인입니다. 지난 알림 이후 {flaps}번 연결이 끊겼습니다.",
+        ),
+        "en": (
+            "Device offline, connection unstable",
+            "{device} at {site} is offline; it dropped off {flaps} times since the last alert.",
+        ),
+    },
     "device.low_battery": {
         "ko": ("배터리 부족", "{site}의 {device} 배터리가 부족합니다 ({level}%)."),
         "en": ("Low battery", "{device} at {site} is low on battery ({level}%)."),
