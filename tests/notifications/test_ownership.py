@@ -4,14 +4,19 @@ confirms it, and a token changes hands only when its owner lets go of it."""
 
 from __future__ import annotations
 
+import io
+import json
 from datetime import timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from sqlalchemy import select
 
 from sesame.kit.clock import OffsetClock
+from sesame.kit.logging import configure_logging
 from sesame.models import Delivery, Destination
+from sesame.notifications.channels.base import Message
+from sesame.notifications.channels.console import ConsoleChannel
 from sesame.runtime import Runtime
 from tests.keys.test_keys_e2e import sign_in
 from tests.notifications.conftest import Providers, eventually, mailed_code, notifying
@@ -196,3 +201,28 @@ async def test_another_persons_destination_cannot_be_confirmed(
     row = (await register(api, owner, {"kind": "email", "address": address})).json()
     response = await confirm(api, stranger, row["id"], "00000000")
     assert response.status_code == 404
+
+
+def console_message(category: str, body: str) -> Message:
+    return Message(uuid4(), "t", "a@example.com", "title", body, category, "ko", "e")
+
+
+async def test_a_confirmation_code_never_reaches_the_log() -> None:
+    """Without SMTP, e-mail goes to the log: the code's message is logged without its body,
+    while other messages keep theirs."""
+    stream = io.BytesIO()
+    configure_logging("debug", "json", stream=stream)
+    try:
+        await ConsoleChannel("email").send_many(
+            [
+                console_message("confirmation", "Your code: 12345678"),
+                console_message("doorbell", "Someone is at A-101"),
+            ]
+        )
+    finally:
+        configure_logging("warning", "console")
+    logged = [json.loads(line) for line in stream.getvalue().splitlines() if line]
+    assert [entry["body"] for entry in logged if entry.get("event") == "notification"] == [
+        "(withheld)",
+        "Someone is at A-101",
+    ]
