@@ -110,3 +110,21 @@ def test_production_refuses_a_public_or_weak_previous_secret(previous: str) -> N
             _env_file=None,
         )  # type: ignore[call-arg]
     assert "SESAME_SECRET_KEYS_PREVIOUS" in str(error.value)
+
+
+def test_the_egress_check_is_on_outside_development_and_reads_an_allow_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Production checks by default; the allow-list is a comma-separated variable."""
+    production = {"secret_key": "x" * 40, "sms_backend": "http", "sms_http_url": "http://s.test"}
+    assert Settings(env="production", **production, _env_file=None).egress_policy().enforced  # type: ignore[arg-type]
+    assert not Settings(env="development", _env_file=None).egress_policy().enforced  # type: ignore[call-arg]
+    monkeypatch.setenv("SESAME_NOTIFY_EGRESS_CHECK", "true")
+    monkeypatch.setenv("SESAME_NOTIFY_EGRESS_ALLOW", "10.20.0.0/16, hooks.internal")
+    policy = Settings(env="development", _env_file=None).egress_policy()  # type: ignore[call-arg]
+    assert policy.enforced
+    assert policy.allows_host("10.20.1.2")
+    assert policy.allows_host("hooks.internal")
+    monkeypatch.setenv("SESAME_NOTIFY_EGRESS_ALLOW", "10.0.0.0/8,not a host")
+    with pytest.raises(ValidationError, match="not a CIDR"):
+        Settings(env="development", _env_file=None)  # type: ignore[call-arg]

@@ -17,6 +17,7 @@ from sesame.auth.cache import CredentialCache
 from sesame.devices.hooks import DeviceHooks
 from sesame.kit.clock import Clock, SystemClock
 from sesame.kit.db import create_engine, create_read_session_factory, create_session_factory
+from sesame.kit.egress import EgressPolicy
 from sesame.kit.keyring import KeyRing, PurposeKeys
 from sesame.kit.security import PasswordHashing, b64url
 from sesame.settings import Settings
@@ -39,6 +40,7 @@ class Keys:
     ledger_key: PurposeKeys
     webhook_secrets: PurposeKeys
     platform_keys: PurposeKeys  # the VAPID key
+    destination_confirmation: PurposeKeys  # codes that confirm an e-mail destination
     # The gateway signs in to the broker with the current secret's; brokers accept any.
     mqtt_gateway_password: str
     mqtt_gateway_passwords: tuple[str, ...]
@@ -57,6 +59,7 @@ class Keys:
             ledger_key=ring.purpose("ledger-key"),
             webhook_secrets=ring.purpose("webhook-secrets"),
             platform_keys=ring.purpose("platform-keys"),
+            destination_confirmation=ring.purpose("destination-confirmation"),
             mqtt_gateway_password=b64url(gateway.current.key),
             mqtt_gateway_passwords=tuple(b64url(k.key) for k in gateway.keys),
         )
@@ -80,6 +83,8 @@ class Runtime:
     sms_sender: Any
     credential_cache: CredentialCache
     passwords: PasswordHashing
+    # Where requests to user-supplied URLs may go (tests swap it for a stricter one).
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
     # Started by the app's lifespan when devices are enabled.
     device_hooks: DeviceHooks = field(default_factory=DeviceHooks)
     gateway: Any = None
@@ -118,4 +123,5 @@ def build_runtime(
         passwords=PasswordHashing(
             time_cost=settings.password_time_cost, memory_kib=settings.password_memory_kib
         ),
+        egress=settings.egress_policy(),
     )

@@ -9,7 +9,7 @@ is printed in this file.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -21,6 +21,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from sesame.kit.egress import EgressPolicy
 
 # Public on purpose: refused outside development mode.
 DEVELOPMENT_SECRET_KEY = "sesame-development-secret-key-do-not-use-in-production"  # noqa: S105
@@ -162,6 +165,14 @@ class Settings(BaseSettings):
     notify_senders: int = Field(default=2, ge=1, le=32)  # sending loops per process
     notify_lease_seconds: float = Field(default=60.0, gt=0, le=3600)
     notify_max_attempts: int = Field(default=6, ge=1, le=100)  # push and e-mail; webhooks: 7
+    # Webhooks and Web Push go only to public addresses (kit/egress.py): on by default
+    # outside development (None), off in it. The allow-list admits internal receivers:
+    # comma-separated CIDRs, addresses or host names.
+    # Device-offline alerts: only after this long offline, at most once per window.
+    notify_offline_grace_seconds: float = Field(default=120.0, ge=0, le=86400)
+    notify_offline_window_seconds: float = Field(default=3600.0, ge=0, le=7 * 86400)
+    notify_egress_check: bool | None = None
+    notify_egress_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Operational alerts to platform administrators.
     alert_relay_lag_seconds: float = Field(default=120.0, gt=0)
     alert_failure_ratio: float = Field(default=0.25, gt=0, le=1)
@@ -195,6 +206,17 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("notify_egress_allow", mode="before")
+    @classmethod
+    def _egress_allow_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [entry.strip() for entry in value.split(",") if entry.strip()]
+        if isinstance(value, list):
+            from sesame.kit.egress import EgressPolicy
+
+            EgressPolicy.from_entries([str(v) for v in value], enforced=True)  # refuses typos
         return value
 
     @field_validator("database_url")
@@ -269,6 +291,21 @@ class Settings(BaseSettings):
         if self.ledger_witness_quorum is not None:
             return min(self.ledger_witness_quorum, len(self.ledger_witnesses))
         return len(self.ledger_witnesses) // 2 + 1 if self.ledger_witnesses else 0
+
+    def egress_policy(self) -> EgressPolicy:
+        """Where requests to user-supplied URLs (webhooks, Web Push) may go."""
+        from sesame.kit.egress import EgressPolicy
+
+        enforced = (
+            self.env != "development"
+            if self.notify_egress_check is None
+            else (self.notify_egress_check)
+        )
+        return EgressPolicy.from_entries(
+            self.notify_egress_allow,
+            enforced=enforced,
+            resolve_timeout_seconds=min(self.notify_timeout_seconds, 5.0),
+        )
 
     @property
     def is_sqlite(self) -> bool:

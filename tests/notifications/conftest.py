@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from sesame.kit.db import write_intent
+from sesame.kit.egress import EgressPolicy
 from sesame.notifications.channels.email import EmailChannel
 from sesame.notifications.channels.fcm import FcmChannel
 from sesame.notifications.channels.webhook import WebhookChannel
@@ -26,6 +28,10 @@ from sesame.notifications.testing.webhooks import WebhookReceiver
 from sesame.notifications.testing.webpush import PushServiceStandin
 from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime
+
+# The stand-ins listen on this machine: channels built outside a runtime reach them only
+# because the allow-list says so, as an operator's would for an internal receiver.
+STANDINS_ALLOWED = EgressPolicy.from_entries(["127.0.0.1"], enforced=True)
 
 
 @dataclass
@@ -40,12 +46,14 @@ class Providers:
         return {
             "fcm": FcmChannel(service_account=self.fcm.service_account, endpoint=self.fcm.url),
             "webpush": WebPushChannel(
-                vapid_private_key=vapid_key(runtime), subject="mailto:ops@sesame.test"
+                vapid_private_key=vapid_key(runtime),
+                subject="mailto:ops@sesame.test",
+                egress=runtime.egress,
             ),
             "email": EmailChannel(
                 host="127.0.0.1", port=self.smtp_port, sender="sesame@sesame.test", starttls=False
             ),
-            "webhook": WebhookChannel(),
+            "webhook": WebhookChannel(egress=runtime.egress),
         }
 
     def reset(self) -> None:
@@ -105,3 +113,18 @@ async def eventually(check: Any, seconds: float = 15) -> Any:
             return value
         await asyncio.sleep(0.1)
     raise AssertionError("the condition never held")
+
+
+async def mailed_code(providers: Providers, address: str, seconds: float = 15) -> str:
+    """The confirmation code in the newest message the SMTP stand-in took for ``address``."""
+
+    def latest() -> str | None:
+        for envelope in reversed(providers.smtp.envelopes):
+            if address in envelope.rcpt_tos:
+                text = envelope.message.get_body(("plain",))
+                found = re.search(r"\b[0-9]{8}\b", text.get_content() if text else "")
+                if found:
+                    return found.group(0)
+        return None
+
+    return str(await eventually(latest, seconds))

@@ -14,6 +14,7 @@ from standardwebhooks import Webhook
 from sesame.notifications.channels.base import Message, Outcome
 from sesame.notifications.channels.webhook import WebhookChannel, new_secret
 from sesame.notifications.testing.webhooks import WebhookReceiver, signature_matches
+from tests.notifications.conftest import STANDINS_ALLOWED
 
 SECRET = new_secret()
 
@@ -32,7 +33,7 @@ def receiver(running_receiver: WebhookReceiver) -> WebhookReceiver:
 
 @pytest.fixture
 async def channel() -> AsyncIterator[WebhookChannel]:
-    webhooks = WebhookChannel()
+    webhooks = WebhookChannel(egress=STANDINS_ALLOWED)
     yield webhooks
     await webhooks.aclose()
 
@@ -176,12 +177,12 @@ async def test_a_failing_path_fails_until_it_recovers(
 async def test_redirects_are_not_followed(
     receiver: WebhookReceiver, channel: WebhookChannel
 ) -> None:
-    """A signed request goes only to the registered URL."""
+    """A signed request goes only to the registered URL; a redirect fails the delivery."""
     receiver.fail_path("/moved", 301, {"Location": receiver.url("/elsewhere")})
 
     [result] = await channel.send_many([message(receiver.url("/moved"))])
 
-    assert (result.outcome, result.code) == (Outcome.RETRY, "http_301")
+    assert (result.outcome, result.code) == (Outcome.REJECTED, "http_301")
     assert receiver.attempts == 1
     assert receiver.events == []
 
@@ -204,7 +205,7 @@ async def test_a_resend_carries_the_same_id_and_is_deduplicated(
 async def test_timeouts_and_refused_connections_are_retried(receiver: WebhookReceiver) -> None:
     """A partner too slow to answer or not listening at all is tried again later."""
     receiver.delay_seconds = 0.5
-    impatient = WebhookChannel(timeout_seconds=0.1)
+    impatient = WebhookChannel(timeout_seconds=0.1, egress=STANDINS_ALLOWED)
     try:
         [slow] = await impatient.send_many([message(receiver.url())])
         [down] = await impatient.send_many([message("http://127.0.0.1:9/hooks")])
@@ -218,7 +219,7 @@ async def test_timeouts_and_refused_connections_are_retried(receiver: WebhookRec
 async def test_concurrency_is_bounded(receiver: WebhookReceiver) -> None:
     """Eight webhooks with a limit of two never put more than two at the partner."""
     receiver.delay_seconds = 0.05
-    webhooks = WebhookChannel(concurrency=2)
+    webhooks = WebhookChannel(concurrency=2, egress=STANDINS_ALLOWED)
     try:
         results = await webhooks.send_many([message(receiver.url()) for _ in range(8)])
     finally:

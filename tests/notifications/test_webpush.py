@@ -22,6 +22,7 @@ from sesame.notifications.channels.webpush import (
     vapid_public_key_b64,
 )
 from sesame.notifications.testing.webpush import BrowserSubscription, PushServiceStandin
+from tests.notifications.conftest import STANDINS_ALLOWED
 
 SUBJECT = "mailto:ops@sesame.test"
 
@@ -45,7 +46,7 @@ def vapid_key() -> ec.EllipticCurvePrivateKey:
 
 @pytest.fixture
 async def channel(vapid_key: ec.EllipticCurvePrivateKey) -> AsyncIterator[WebPushChannel]:
-    webpush = WebPushChannel(vapid_key, SUBJECT)
+    webpush = WebPushChannel(vapid_key, SUBJECT, egress=STANDINS_ALLOWED)
     yield webpush
     await webpush.aclose()
 
@@ -195,7 +196,9 @@ async def test_push_service_answers_are_classified(
 async def test_concurrency_is_bounded(push: PushServiceStandin) -> None:
     """Twelve messages with a limit of three never put more than three at the service."""
     push.delay_seconds = 0.05
-    webpush = WebPushChannel(ec.generate_private_key(ec.SECP256R1()), SUBJECT, concurrency=3)
+    webpush = WebPushChannel(
+        ec.generate_private_key(ec.SECP256R1()), SUBJECT, concurrency=3, egress=STANDINS_ALLOWED
+    )
     subscription = push.subscribe()
     try:
         results = await webpush.send_many([message(subscription) for _ in range(12)])
@@ -209,7 +212,9 @@ async def test_concurrency_is_bounded(push: PushServiceStandin) -> None:
 async def test_a_tampered_body_fails_decryption_at_the_stand_in(push: PushServiceStandin) -> None:
     """The stand-in really decrypts: one flipped byte and it refuses the message."""
     client = httpx.AsyncClient(transport=TamperingTransport())
-    webpush = WebPushChannel(ec.generate_private_key(ec.SECP256R1()), SUBJECT, client=client)
+    webpush = WebPushChannel(
+        ec.generate_private_key(ec.SECP256R1()), SUBJECT, client=client, egress=STANDINS_ALLOWED
+    )
     try:
         [result] = await webpush.send_many([message(push.subscribe())])
     finally:
@@ -238,8 +243,8 @@ async def test_a_key_derived_from_a_secret_is_stable_and_browsers_accept_it(
         vapid_key_from_secret(b"short")
 
     subscription = push.subscribe(application_server_key=public)
-    derived = WebPushChannel(key, SUBJECT)
-    stranger = WebPushChannel(other, SUBJECT)
+    derived = WebPushChannel(key, SUBJECT, egress=STANDINS_ALLOWED)
+    stranger = WebPushChannel(other, SUBJECT, egress=STANDINS_ALLOWED)
     try:
         [accepted] = await derived.send_many([message(subscription)])
         [refused] = await stranger.send_many([message(subscription)])

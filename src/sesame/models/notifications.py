@@ -33,7 +33,11 @@ class DestinationKind(enum.StrEnum):
 
 
 class Destination(IdMixin, TimestampMixin, Base):
-    """One place a person or a staff member is reached. Exactly one owner."""
+    """One place a person or a staff member is reached. Exactly one owner.
+
+    An e-mail address is inactive (``deactivated_reason`` ``unconfirmed``) until its owner
+    enters the code sent to it: ``confirmation_*`` hold the code's keyed digest, its
+    expiry, when it was sent and the wrong tries so far."""
 
     __tablename__ = "notification_destinations"
     __tenant_columns__ = ("partner_id", None)
@@ -61,6 +65,10 @@ class Destination(IdMixin, TimestampMixin, Base):
     deactivated_at: Mapped[datetime | None]
     deactivated_reason: Mapped[str | None] = mapped_column(String(64))
     last_sent_at: Mapped[datetime | None]
+    confirmation_digest: Mapped[str | None] = mapped_column(String(64))
+    confirmation_expires_at: Mapped[datetime | None]
+    confirmation_sent_at: Mapped[datetime | None]
+    confirmation_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Preference(IdMixin, TimestampMixin, Base):
@@ -211,3 +219,21 @@ class Alert(IdMixin, Base):
     message: Mapped[str] = mapped_column(Text)
     raised_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None]
+
+
+class DeviceOutage(Base):
+    """A device's going offline, as notifications see it: alerted only once it has stayed
+    offline for a grace period, at most once per window, with the flaps in between
+    counted. ``offline_since`` is set while an alert may be due (the latest
+    disconnection), ``first_offline_at`` and ``flaps`` summarise since the last alert."""
+
+    __tablename__ = "notification_device_outages"
+    __table_args__ = (Index(None, "offline_since"),)
+
+    device_id: Mapped[UUID] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    offline_since: Mapped[datetime | None]
+    first_offline_at: Mapped[datetime | None]
+    flaps: Mapped[int] = mapped_column(Integer, default=0)
+    last_alert_at: Mapped[datetime | None]

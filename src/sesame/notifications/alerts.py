@@ -10,6 +10,8 @@ An alert that starts firing inserts a row whose ``firing_key`` is unique, in the
 transaction as an ``ops.alert`` event, so two processes checking at once raise it once;
 the router sends it to platform administrators by e-mail and to the platform's webhooks.
 When the value is back under the threshold the alert is resolved, with another event.
+
+The same minute's job sends the device-offline alerts that are due (``outages``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sesame.kit.db import commit, write_intent
 from sesame.kit.ids import new_id
 from sesame.kit.logging import get_logger
 from sesame.models import Alert
+from sesame.notifications import outages
 from sesame.notifications.repository import NotificationRepository
 from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime
@@ -130,3 +133,4 @@ async def check(runtime: Runtime) -> list[str]:
 @jobs.handler(ALERTS_JOB, own_transactions=True)
 async def check_alerts(run: jobs.JobRun) -> None:
     await check(run.runtime)
+    await outages.alert_due(run.runtime)

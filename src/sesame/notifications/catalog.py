@@ -34,6 +34,7 @@ CATEGORIES = {
         Category("devices", False, "Devices at your sites: offline, low battery, clock drift."),
         Category("operations", True, "Platform alerts: error rates, relay lag."),
         Category("announcements", False, "Messages from your building's management."),
+        Category("confirmation", True, "The code that confirms an address you registered."),
     )
 }
 
@@ -59,6 +60,16 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
         "ko": ("기기 연결 끊김", "{site}의 {device}이(가) 오프라인입니다."),
         "en": ("Device offline", "{device} at {site} is offline."),
     },
+    "device.flapping": {
+        "ko": (
+            "기기 연결 불안정",
+            "{site}의 {device}이(가) 오프라인입니다. 지난 알림 이후 {flaps}번 연결이 끊겼습니다.",
+        ),
+        "en": (
+            "Device offline, connection unstable",
+            "{device} at {site} is offline; it dropped off {flaps} times since the last alert.",
+        ),
+    },
     "device.low_battery": {
         "ko": ("배터리 부족", "{site}의 {device} 배터리가 부족합니다 ({level}%)."),
         "en": ("Low battery", "{device} at {site} is low on battery ({level}%)."),
@@ -75,6 +86,18 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
         "en": (
             "Device security alert",
             "{device} at {site} reported the result of a command the platform never sent.",
+        ),
+    },
+    "destination.confirm": {
+        "ko": (
+            "Sesame 알림 주소 확인",
+            "확인 코드: {code}\n\n{minutes}분 안에 앱에 입력하면 이 주소로 알림을 받습니다. "
+            "요청하지 않았다면 이 메일을 무시하세요.",
+        ),
+        "en": (
+            "Confirm your Sesame notification address",
+            "Your code: {code}\n\nEnter it in the app within {minutes} minutes to receive "
+            "notifications here. If you did not ask for this, ignore this message.",
         ),
     },
     "ops.alert": {

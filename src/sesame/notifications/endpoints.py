@@ -20,6 +20,7 @@ from sesame.notifications.schemas import (
     CampaignCreate,
     CampaignQuery,
     CampaignRead,
+    ConfirmationIn,
     DeliveryQuery,
     DeliveryRead,
     DestinationIn,
@@ -71,8 +72,30 @@ async def register_destination(
     runtime: AppRuntime,
 ) -> Any:
     """Register an app install's FCM token (a new token for the same `install_id`
-    replaces the old one), a browser's Web Push subscription, or an e-mail address."""
+    replaces the old one), a browser's Web Push subscription, or an e-mail address.
+
+    An e-mail address starts inactive (`unconfirmed`): a code is mailed to it, to be
+    entered at `.../{id}/confirm`. A token or subscription active for someone else is a
+    409 until they remove it (an app removes its destination when its user signs out)."""
     return _destination(await service.register(session, runtime, principal, body))
+
+
+@me_router.post(
+    "/notification-destinations/{destination_id}/confirm",
+    response_model=DestinationRead,
+    operation_id="confirm_my_notification_destination",
+)
+async def confirm_destination(
+    destination_id: UUID,
+    body: ConfirmationIn,
+    principal: CurrentPrincipal,
+    session: DbSession,
+    runtime: AppRuntime,
+) -> Any:
+    """Enter the code mailed to an address: the destination becomes active. Five wrong
+    codes, or thirty minutes, and the address must be registered again for a new one."""
+    row = await service.confirm(session, runtime, principal, destination_id, body.code)
+    return _destination(row)
 
 
 @me_router.delete(

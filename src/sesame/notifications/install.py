@@ -69,8 +69,9 @@ def build_channels(runtime: Runtime) -> dict[str, Channel]:
             vapid_private_key=vapid_key(runtime),
             subject=settings.notify_webpush_subject,
             timeout_seconds=timeout,
+            egress=runtime.egress,
         ),
-        "webhook": WebhookChannel(timeout_seconds=timeout),
+        "webhook": WebhookChannel(timeout_seconds=timeout, egress=runtime.egress),
     }
     if settings.notify_fcm_service_account is not None:
         channels["fcm"] = FcmChannel(

@@ -20,6 +20,7 @@ from sesame.models import (
     DeliveryStatus,
     Destination,
     Device,
+    DeviceOutage,
     Entrance,
     Household,
     Key,
@@ -243,6 +244,13 @@ class NotificationRepository(SessionRepository):
         result = await self.session.execute(select(Person.partner_id).where(Person.id == person_id))
         return result.scalar()
 
+    async def locale_of(self, person_id: UUID | None) -> str:
+        """A person's locale; staff (None) have none and get the default language."""
+        if person_id is None:
+            return ""
+        result = await self.session.execute(select(Person.locale).where(Person.id == person_id))
+        return str(result.scalar() or "")
+
     async def install_destination(self, person_id: UUID, install_id: str) -> Destination | None:
         result = await self.session.execute(
             select(Destination).where(
@@ -385,6 +393,39 @@ class NotificationRepository(SessionRepository):
         )
         return {row.person_id: row for row in result}
 
+    # -- device outages --------------------------------------------------------------------
+
+    async def outage(self, device_id: UUID) -> DeviceOutage | None:
+        return await self.session.get(DeviceOutage, device_id)
+
+    async def device_exists(self, device_id: UUID) -> bool:
+        result = await self.session.execute(select(Device.id).where(Device.id == device_id))
+        return result.first() is not None
+
+    async def due_outages(
+        self, *, offline_before: datetime, alerted_before: datetime
+    ) -> list[tuple[DeviceOutage, bool, UUID, UUID]]:
+        """Outages pending since before ``offline_before`` whose device was last alerted
+        about before ``alerted_before`` (or never): with the device's ``online``, partner
+        and site."""
+        statement = (
+            select(DeviceOutage, Device.online, Device.partner_id, Device.site_id)
+            .join(Device, Device.id == DeviceOutage.device_id)
+            .where(
+                DeviceOutage.offline_since <= offline_before,
+                or_(
+                    DeviceOutage.last_alert_at.is_(None),
+                    DeviceOutage.last_alert_at <= alerted_before,
+                ),
+            )
+            .order_by(DeviceOutage.offline_since)
+            .limit(500)
+        )
+        if self.is_postgres:
+            statement = statement.with_for_update(of=DeviceOutage, skip_locked=True)
+        result = await self.session.execute(statement)
+        return [(o, bool(online), p, s) for o, online, p, s in result.all()]
+
     # -- alerts ----------------------------------------------------------------------------
 
     async def relay_lag(self, now: datetime) -> float:
@@ -474,6 +515,7 @@ def _with_destinations(source: Any, columns: Any) -> Any:
             Destination.address,
             Destination.keys,
             Destination.active.label("destination_active"),
+            Destination.deactivated_reason.label("destination_reason"),
             StaffAccount.email.label("staff_email"),
             WebhookEndpoint.url,
             WebhookEndpoint.sealed_secret,

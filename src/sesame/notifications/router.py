@@ -18,6 +18,7 @@ from prometheus_client import Counter, Gauge
 
 from sesame.kit.db import commit, write_intent
 from sesame.kit.loop import keep_running
+from sesame.notifications import outages
 from sesame.notifications.repository import NotificationRepository
 from sesame.notifications.triggers import deliveries_for, intents_for, webhook_rows
 from sesame.outbox import repository as outbox
@@ -48,6 +49,7 @@ async def route_batch(runtime: Runtime, limit: int = BATCH) -> int:
             deliveries: list[dict[str, Any]] = []
             endpoints: dict[UUID | None, Any] = {}
             for row in rows:
+                await outages.record(repository, row)  # alerted later, if it lasts
                 for intent in await intents_for(repository, row, today):
                     deliveries += await deliveries_for(
                         repository,

@@ -18,12 +18,15 @@ Channel = Literal["fcm", "webpush", "email"]
 EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$"
 
 
-def _http_url(value: str, *, secure: bool) -> str:
+def _http_url(value: str) -> str:
+    """An http(s) URL; where it may point is the egress policy's to say (the service)."""
     parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        raise ValueError("the port must be a number from 0 to 65535") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError("must be an http(s) URL")
-    if secure and parts.scheme != "https" and parts.hostname not in ("localhost", "127.0.0.1"):
-        raise ValueError("must be an https URL")
     return value
 
 
@@ -45,14 +48,17 @@ class WebPushKeys(InputModel):
 
 class WebPushDestination(InputModel):
     kind: Literal["webpush"]
-    endpoint: str = Field(max_length=2000, description="The subscription's endpoint.")
+    endpoint: str = Field(
+        max_length=2000,
+        description="The subscription's endpoint: https on a public host, outside development.",
+    )
     keys: WebPushKeys
     label: str | None = Field(None, max_length=200)
 
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, value: str) -> str:
-        return _http_url(value, secure=True)
+        return _http_url(value)
 
 
 class EmailDestination(InputModel):
@@ -75,6 +81,10 @@ class DestinationRead(OutputModel):
     active: bool
     deactivated_reason: str | None
     created_at: datetime
+
+
+class ConfirmationIn(InputModel):
+    code: str = Field(pattern=r"^[0-9]{8}$", description="The eight digits sent to the address.")
 
 
 class PreferenceIn(InputModel):
@@ -111,7 +121,7 @@ class WebhookEndpointCreate(InputModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _http_url(value, secure=False)
+        return _http_url(value)
 
 
 class WebhookEndpointUpdate(InputModel):
@@ -123,7 +133,7 @@ class WebhookEndpointUpdate(InputModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        return None if value is None else _http_url(value, secure=False)
+        return None if value is None else _http_url(value)
 
 
 class WebhookEndpointRead(OutputModel):

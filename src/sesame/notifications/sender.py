@@ -33,6 +33,7 @@ from sesame.kit.logging import get_logger
 from sesame.kit.loop import keep_running
 from sesame.kit.retry import backoff_delay
 from sesame.models import DeliveryStatus
+from sesame.notifications import confirmation
 from sesame.notifications.channels.base import Channel, Message, Outcome, Result
 from sesame.notifications.repository import NotificationRepository
 from sesame.runtime import Runtime
@@ -73,6 +74,7 @@ class Sender:
         self.channels = channels
         self.sent = 0
         self._keys = webhook_keys(runtime)
+        self._confirmation_key = confirmation.confirmation_key(runtime)
 
     async def send_batch(self, limit: int | None = None) -> int:
         """Claim, send and record one batch. Returns how many deliveries it took."""
@@ -146,20 +148,20 @@ class Sender:
             ):
                 secrets += (self._keys.unseal(row.sealed_previous_secret, associated).decode(),)
         elif row.destination_id is not None:
-            if not row.destination_active:
+            if not row.destination_active and not confirmation.awaits_confirmation(row):
                 return None
             address, keys = row.address, dict(row.keys or {})
         elif row.staff_email:
             address = row.staff_email
         else:
             return None
-        data = row.data or {}
+        body, data = confirmation.reveal(self._confirmation_key, row)
         return Message(
             delivery_id=row.id,
             transaction_id=row.transaction_id,
             address=address,
             title=row.title,
-            body=row.body,
+            body=body,
             category=row.category,
             locale=row.locale,
             event_type=row.event_type,

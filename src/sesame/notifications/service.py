@@ -3,8 +3,9 @@
 - **Destinations.** A resident registers app installs (an FCM token per install: a new
   token replaces the install's old one), browsers (Web Push subscriptions) and e-mail
   addresses; staff register the same for themselves and are reached at their account's
-  address otherwise. An address registered by someone else before is taken from them:
-  a phone handed on stops receiving its former owner's notifications.
+  address otherwise. One person's registration never deactivates another's: a token or
+  subscription active for someone else is refused until they remove it, and an e-mail
+  address is active only once its owner confirms it (``confirmation``).
 - **Preferences** are per category; critical categories ignore them.
 - **Webhook endpoints** belong to a partner (or, for operational alerts, the platform).
   Their secret is sealed at rest and shown once; a rotation keeps the previous secret
@@ -15,7 +16,6 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sesame.api.crud import CrudService
 from sesame.auth.principal import Action, Group, Principal
 from sesame.jobs import service as jobs
+from sesame.kit.egress import EgressRefused, Unresolvable
 from sesame.kit.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from sesame.kit.ids import new_id
 from sesame.models import (
@@ -37,6 +38,7 @@ from sesame.models import (
     Preference,
     WebhookEndpoint,
 )
+from sesame.notifications import confirmation
 from sesame.notifications.catalog import CATEGORIES
 from sesame.notifications.channels.webhook import new_secret
 from sesame.notifications.repository import (
@@ -97,21 +99,34 @@ async def _partner_of_person(session: AsyncSession, person_id: UUID) -> UUID | N
 async def register(
     session: AsyncSession, runtime: Runtime, principal: Principal, data: Any
 ) -> Destination:
-    """Add (or refresh) a destination for the caller; returns the first row written."""
+    """Add (or refresh) a destination for the caller; returns the first row written.
+
+    Nobody else's registration is touched. An app install or browser active for someone
+    else is refused (409) until they remove it — as an app does when its user signs out —
+    or the provider reports it gone. An e-mail address stays inactive until confirmed.
+    """
     owner = Owner(principal)
     kind = DestinationKind(data.kind)
     address = {"fcm": "token", "webpush": "endpoint", "email": "address"}[data.kind]
     value = getattr(data, address)
     keys = data.keys.model_dump() if kind is DestinationKind.WEBPUSH else {}
     install_id = getattr(data, "install_id", None)
+    if kind is DestinationKind.WEBPUSH:
+        await check_egress(session, runtime, value, field="endpoint", https_only=True)
     key = digest(value)
     now = runtime.clock.now()
     repository = NotificationRepository(session)
-    # Someone else's registration of this address ends: it is this caller's now.
-    for other in await repository.destinations_with(kind, key):
-        if not owner.owns(other) and other.active:
-            other.active, other.deactivated_at = False, now
-            other.deactivated_reason = "registered_elsewhere"
+    same = await repository.destinations_with(kind, key)
+    if kind is not DestinationKind.EMAIL and any(d.active and not owner.owns(d) for d in same):
+        raise Conflict(
+            "this app install or browser is registered to someone else; it can be registered "
+            "again once they sign out of it (remove it) or it gets a new token",
+            reason="destination_in_use",
+        )
+    # An address the caller confirmed before (under any of their persons) needs no code.
+    confirmed = kind is not DestinationKind.EMAIL or any(
+        owner.owns(d) and d.deactivated_reason != confirmation.UNCONFIRMED for d in same
+    )
     written: list[Destination] = []
     for columns in owner.rows():
         person_id = columns["person_id"]
@@ -124,14 +139,72 @@ async def register(
             partner_id = (
                 await _partner_of_person(session, person_id) if person_id else owner.partner_id
             )
-            row = Destination(id=new_id(), partner_id=partner_id, kind=kind, **columns)
+            row = Destination(
+                id=new_id(), partner_id=partner_id, kind=kind, confirmation_attempts=0, **columns
+            )
             session.add(row)
         row.address, row.address_digest, row.keys = value, key, keys
         row.install_id, row.label = install_id, data.label
-        row.active, row.deactivated_at, row.deactivated_reason = True, None, None
+        if confirmed:
+            row.active, row.deactivated_at, row.deactivated_reason = True, None, None
+        else:
+            row.active, row.deactivated_at = False, row.deactivated_at or now
+            row.deactivated_reason = confirmation.UNCONFIRMED
         written.append(row)
     await session.flush()
+    if not confirmed:
+        locale = await repository.locale_of(written[0].person_id)
+        await confirmation.send_code(session, runtime, written, locale=locale, now=now)
+        await session.flush()
     return written[0]
+
+
+async def confirm(
+    session: AsyncSession, runtime: Runtime, principal: Principal, destination_id: UUID, code: str
+) -> Destination:
+    """The owner's code for an e-mail address: it becomes active (for every person of
+    theirs that registered it). Wrong tries are counted even though the request fails."""
+    owner = Owner(principal)
+    row = await session.get(Destination, destination_id)
+    if row is None or not owner.owns(row):
+        raise NotFound(f"destination {destination_id} not found")
+    if row.deactivated_reason != confirmation.UNCONFIRMED:
+        if row.active:
+            return row  # confirmed already: a repeated request changes nothing
+        raise Conflict("this destination has nothing to confirm", reason="nothing_to_confirm")
+    now = runtime.clock.now()
+    waiting = [
+        d
+        for d in await NotificationRepository(session).destinations_with(
+            row.kind, row.address_digest
+        )
+        if owner.owns(d) and d.deactivated_reason == confirmation.UNCONFIRMED
+    ]
+    if row.confirmation_expires_at is None or row.confirmation_expires_at <= now:
+        raise Conflict(
+            "the code has expired; register the address again for a new one",
+            reason="confirmation_expired",
+        )
+    if row.confirmation_attempts >= confirmation.MAX_ATTEMPTS:
+        raise Conflict(
+            "too many wrong codes; register the address again for a new one",
+            reason="confirmation_locked",
+        )
+    if not confirmation.matches(confirmation.confirmation_key(runtime), row, code):
+        for d in waiting:
+            d.confirmation_attempts += 1
+        await session.flush()
+        raise ValidationFailed(
+            "wrong code",
+            errors=[FieldError(("body", "code"), "not the code sent", "wrong_code")],
+            keep_changes=True,
+        )
+    for d in waiting:
+        d.active, d.deactivated_at, d.deactivated_reason = True, None, None
+        d.confirmation_digest, d.confirmation_expires_at = None, None
+        d.confirmation_attempts = 0
+    await session.flush()
+    return row
 
 
 async def destinations(session: AsyncSession, principal: Principal) -> list[Destination]:
@@ -191,18 +264,30 @@ async def set_preferences(session: AsyncSession, principal: Principal, changes: 
     await session.flush()
 
 
-def internal_host(url: str) -> bool:
-    """A URL naming this host or a private network directly (an IP literal or
-    ``localhost``): a partner may not point Sesame at its own internals. Names that
-    resolve to such addresses are the network's egress policy to stop."""
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
+async def check_egress(
+    session: AsyncSession, runtime: Runtime, url: str, *, field: str, https_only: bool = False
+) -> None:
+    """Refuse (422) a URL the egress policy would never send to: this host, a private
+    network, a metadata service, in any spelling or behind any name. A name that does not
+    resolve now passes: it reaches nothing, and every delivery checks again.
+
+    A lookup may take seconds and must not hold SQLite's write lock meanwhile: so far the
+    request has only read (its credential), and that transaction ends before it.
+    """
+    policy = runtime.egress
+    if not policy.enforced:
+        return
+    if session.in_transaction() and not (session.new or session.dirty or session.deleted):
+        await session.rollback()
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return not address.is_global
+        await policy.check_url(url, https_only=https_only)
+    except Unresolvable:
+        return
+    except EgressRefused as exc:
+        raise ValidationFailed(
+            f"{field} must reach a public host over the internet",
+            errors=[FieldError(("body", field), str(exc), exc.reason)],
+        ) from exc
 
 
 class WebhookEndpointService(CrudService[WebhookEndpoint]):
@@ -210,16 +295,20 @@ class WebhookEndpointService(CrudService[WebhookEndpoint]):
     noun = "webhook endpoint"
     repository_class = WebhookEndpointRepository
 
-    def _check_url(self, url: str) -> None:
-        if self.runtime.settings.env != "development" and internal_host(url):
-            raise ValidationFailed(
-                "webhook URLs must reach a public host",
-                errors=[FieldError(("body", "url"), "an internal address", "internal_address")],
-            )
+    async def create(self, data: Any) -> WebhookEndpoint:
+        self.principal.require(self.group, Action.WRITE)
+        self.principal.require_partner_level("managing webhook endpoints")
+        await check_egress(self.session, self.runtime, data.url, field="url")
+        return await super().create(data)
+
+    async def update(self, object_id: UUID, data: Any) -> WebhookEndpoint:
+        if data.url:
+            self.principal.require(self.group, Action.WRITE)
+            await check_egress(self.session, self.runtime, data.url, field="url")
+        return await super().update(object_id, data)
 
     async def build(self, data: Any) -> WebhookEndpoint:
         self.principal.require_partner_level("managing webhook endpoints")
-        self._check_url(data.url)
         if self.principal.scope.partner_id is None and data.partner_id is None:
             partner_id = None  # the platform's own: operational alerts
         else:
@@ -239,8 +328,6 @@ class WebhookEndpointService(CrudService[WebhookEndpoint]):
         return endpoint
 
     async def apply(self, obj: WebhookEndpoint, changes: dict[str, Any]) -> None:
-        if changes.get("url"):
-            self._check_url(changes["url"])
         if "event_types" in changes and changes["event_types"] is not None:
             changes["event_types"] = sorted(set(changes["event_types"]))
         await super().apply(obj, changes)

@@ -6,7 +6,7 @@
 | `key.issued`, `key.shared` | the key's holder | keys |
 | `key.revoked` | the key's holder | security (critical) |
 | a guest pass used (`key.used` of a guest key) | the resident who issued it | guest_passes |
-| `device.offline`, low battery, `device.clock_drift` | the site's managers | devices |
+| `device.offline` (debounced: `outages`), low battery, clock drift | site managers | devices |
 | `device.unexpected_result` (a result of no command sent) | the site's managers | security |
 | `ops.alert` | platform administrators (and the platform's webhooks) | operations (critical) |
 
@@ -44,7 +44,7 @@ async def intents_for(repository: NotificationRepository, row: Any, today: Any) 
     topic, payload = row.topic, row.payload or {}
     if topic == "device.event":
         return await _device_event(repository, row, payload, today)
-    if topic in ("device.offline", "device.clock_drift"):
+    if topic == "device.clock_drift":  # device.offline: see ``outages``, debounced
         return await _for_managers(
             repository,
             row,

@@ -1,6 +1,6 @@
 """The console channel: for development, and for any channel left unconfigured — the
 notification is written to the log (who, what, never a token or address) and counts as
-sent."""
+sent. A confirmation code's body is withheld: codes never go to the log."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from sesame.kit.logging import get_logger
 from sesame.notifications.channels.base import Message, Outcome, Result
 
 log = get_logger("sesame.notifications.console")
+
+SECRET_CATEGORIES = frozenset({"confirmation"})  # bodies that carry a one-time code
 
 
 class ConsoleChannel:
@@ -26,7 +28,7 @@ class ConsoleChannel:
                 category=message.category,
                 locale=message.locale,
                 title=message.title,
-                body=message.body,
+                body="(withheld)" if message.category in SECRET_CATEGORIES else message.body,
             )
         self.sent = [*self.sent, *messages][-1000:]
         return [Result(Outcome.SENT, provider_id="console") for _ in messages]

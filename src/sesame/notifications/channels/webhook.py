@@ -9,7 +9,10 @@ either the old or the new secret accepts the request.
 Only a 2xx is success. 410 means the partner asked us to stop (the endpoint is
 deactivated); every other answer, a timeout or a refused connection is retried on the
 delivery worker's schedule, which eventually gives up. Redirects are not followed: a
-signed request is meant for the URL the partner registered.
+signed request is meant for the URL the partner registered, and a redirect could point
+anywhere, so it fails the delivery. Every connection goes through the egress policy
+(``sesame.kit.egress``): an endpoint that is, or has come to resolve to, this host or a
+private network fails without a request.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import orjson
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 
+from sesame.kit.egress import EgressPolicy, EgressRefused, Unresolvable
 from sesame.kit.logging import get_logger
 from sesame.notifications.channels.base import (
     Message,
@@ -72,16 +76,20 @@ class WebhookChannel:
         *,
         concurrency: int = 16,
         timeout_seconds: float = 10.0,
+        egress: EgressPolicy | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
+        """``egress``: where endpoints may be (default: public addresses only). A
+        ``client`` given is used as it is, its connections the caller's business."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._concurrency = concurrency
         self._timeout = timeout_seconds
         self._owns_client = client is None
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self._client = client or httpx.AsyncClient(
             timeout=timeout_seconds,
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            transport=(egress or EgressPolicy()).transport(limits=limits),
             follow_redirects=False,
         )
 
@@ -119,6 +127,11 @@ class WebhookChannel:
                 result = classify(response)
         except httpx.InvalidURL:
             return Result(Outcome.REJECTED, code="invalid_url", detail="malformed URL")
+        except Unresolvable:
+            return Result(Outcome.RETRY, code="unresolvable")
+        except EgressRefused as exc:
+            log.warning("webhook_refused", delivery_id=str(m.delivery_id), reason=exc.reason)
+            return Result(Outcome.REJECTED, code=exc.reason, detail=str(exc))
         except httpx.TimeoutException:
             return Result(Outcome.RETRY, code="timeout")
         except httpx.HTTPError as exc:
@@ -135,11 +148,14 @@ class WebhookChannel:
 
 
 def classify(response: httpx.Response) -> Result:
-    """2xx is delivered, 410 is "stop", anything else is retried (with its code kept)."""
+    """2xx is delivered, 410 is "stop", a redirect fails (it is not followed), anything
+    else is retried (with its code kept)."""
     status = response.status_code
     code = f"http_{status}"
     if 200 <= status < 300:
         return Result(Outcome.SENT, code=None)
+    if 300 <= status < 400:
+        return Result(Outcome.REJECTED, code=code, detail="redirects are not followed")
     if status == 410:
         return Result(Outcome.GONE, code=code, detail="the partner asked to stop")
     retry_after = retry_after_seconds(response.headers.get("Retry-After"))

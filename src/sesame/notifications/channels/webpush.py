@@ -6,6 +6,11 @@ origin as ``aud`` (a token for one service is useless at another) and is cached 
 origin well inside its lifetime. ``Topic`` is derived from the transaction id, so a
 resend replaces an undelivered copy instead of buzzing the phone twice.
 
+Endpoints come from browsers, that is from anyone: every connection goes through the
+egress policy (``sesame.kit.egress``), which refuses this host and private networks
+however they are spelled or resolved, and plain http unless allow-listed. Redirects are
+not followed; one fails the delivery.
+
 The server's VAPID key is made from a 32-byte seed (``vapid_key_from_secret``), stored
 sealed (``sesame.notifications.install.load_vapid_key``): browsers keep their
 subscriptions, which are bound to the ``applicationServerKey``, across restarts and
@@ -29,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from py_vapid import Vapid02  # type: ignore[import-untyped]
 
+from sesame.kit.egress import EgressPolicy, EgressRefused, Unresolvable
 from sesame.kit.logging import get_logger
 from sesame.notifications.channels.base import (
     Message,
@@ -140,8 +146,11 @@ class WebPushChannel:
         timeout_seconds: float = 10.0,
         ttl_seconds: int = 86400,
         urgent_categories: frozenset[str] = URGENT_CATEGORIES,
+        egress: EgressPolicy | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
+        """``egress``: where endpoints may be (default: public https only). A ``client``
+        given is used as it is, its connections the caller's business."""
         if not (subject.startswith("mailto:") or subject.startswith("https://")):
             raise ValueError("the VAPID subject must be a mailto: or https: URL")
         if not isinstance(vapid_private_key.curve, ec.SECP256R1):
@@ -155,9 +164,11 @@ class WebPushChannel:
         self._ttl = str(max(0, ttl_seconds))
         self._urgent = urgent_categories
         self._owns_client = client is None
+        self._egress = egress or EgressPolicy()
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self._client = client or httpx.AsyncClient(
             timeout=timeout_seconds,
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            transport=self._egress.transport(limits=limits),
             follow_redirects=False,
         )
         self._vapid_cache: dict[str, tuple[float, str]] = {}
@@ -209,6 +220,12 @@ class WebPushChannel:
             origin = origin_of(m.address)
         except ValueError:
             return Result(Outcome.REJECTED, code="invalid_endpoint", detail="not an http(s) URL")
+        if (
+            self._egress.enforced
+            and not origin.startswith("https:")
+            and not self._egress.allows_host(urlsplit(m.address).hostname or "")
+        ):
+            return Result(Outcome.GONE, code="not_https", detail="push endpoints are https")
         plaintext = self._payload(m)
         if len(plaintext) > MAX_PLAINTEXT_BYTES:
             return Result(Outcome.REJECTED, code="too_large", detail="payload over 4 KB")
@@ -222,6 +239,11 @@ class WebPushChannel:
             )
         except httpx.InvalidURL:
             return Result(Outcome.REJECTED, code="invalid_endpoint", detail="malformed URL")
+        except Unresolvable:
+            return Result(Outcome.RETRY, code="unresolvable")
+        except EgressRefused as exc:
+            log.warning("webpush_refused", delivery_id=str(m.delivery_id), reason=exc.reason)
+            return Result(Outcome.GONE, code=exc.reason, detail=str(exc))
         except httpx.TimeoutException:
             return Result(Outcome.RETRY, code="timeout")
         except httpx.HTTPError as exc:
@@ -251,6 +273,8 @@ def classify(response: httpx.Response) -> Result:
     if status == 429 or status >= 500:
         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         return Result(Outcome.RETRY, code=code, retry_after=retry_after)
+    if 300 <= status < 400:
+        return Result(Outcome.REJECTED, code=code, detail="redirects are not followed")
     if 400 <= status < 500:
         return Result(Outcome.REJECTED, code=code, detail=response.reason_phrase or None)
-    return Result(Outcome.RETRY, code=code)  # a redirect or an odd 2xx: try again later
+    return Result(Outcome.RETRY, code=code)  # an odd 2xx: try again later
