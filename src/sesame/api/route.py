@@ -70,8 +70,10 @@ async def _in_transaction(
         request.state.db = session
         pending = None
         if request.method == "POST" and idempotency.HEADER in request.headers:
-            # Looked up outside the request's transaction, which on SQLite holds the
+            # The body first, so a slow client holds no connection while it arrives; then
+            # looked up outside the request's transaction, which on SQLite holds the
             # write lock from its first statement: the endpoint may do slow work first.
+            await request.body()
             async with runtime.read_session_factory() as reader:
                 scope = await _idempotency_scope(request, reader, runtime)
                 pending = await idempotency.describe(request, scope)
