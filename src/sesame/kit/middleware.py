@@ -35,7 +35,8 @@ def _incoming_request_id(scope: Scope) -> str | None:
 
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
-    path = getattr(route, "path", None)
+    # The template without convertors: "/v1/sites/{object_id}", as OpenAPI shows it.
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"
 
 
