@@ -29,7 +29,14 @@ from sesame.kit.errors import (
     NotFound,
     ValidationFailed,
 )
-from sesame.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, next_cursor
+from sesame.kit.pagination import (
+    CURSOR_PATTERN,
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    Page,
+    decode_cursor,
+    next_cursor,
+)
 from sesame.kit.repository import CrudRepository
 from sesame.partners.repository import PartnerRepository
 from sesame.runtime import Runtime
@@ -46,10 +53,36 @@ def _refuse_nul(value: Any) -> Any:
     return value
 
 
-class InputModel(BaseModel):
-    """Request bodies: unknown fields are errors, strings are trimmed."""
+NUL_FREE_PATTERN = "^[^\\u0000]*$"
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+def _declare_nul_free(node: Any) -> None:
+    """Give the document's plain strings the pattern ``_refuse_nul`` enforces."""
+    if isinstance(node, list):
+        for item in node:
+            _declare_nul_free(item)
+        return
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "string" and not {"pattern", "format", "enum", "const"} & set(node):
+        node["pattern"] = NUL_FREE_PATTERN
+    for key in ("anyOf", "oneOf", "allOf", "items", "additionalProperties"):
+        _declare_nul_free(node.get(key))
+    for child in (node.get("properties") or {}).values():
+        _declare_nul_free(child)
+
+
+def _input_json_schema(schema: dict[str, Any], model: type[Any]) -> None:
+    _declare_nul_free(schema)
+
+
+class InputModel(BaseModel):
+    """Request bodies: unknown fields are errors, strings are trimmed and never hold NUL
+    (the document says so too)."""
+
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, json_schema_extra=_input_json_schema
+    )
 
     _no_nul = field_validator("*", mode="after")(_refuse_nul)
 
@@ -67,7 +100,7 @@ class ListQuery(BaseModel):
 
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Items per page.")
     cursor: str | None = Field(
-        None, max_length=64, description="`next_cursor` of the previous page."
+        None, pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page."
     )
 
 

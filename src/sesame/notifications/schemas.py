@@ -77,7 +77,7 @@ class DestinationRead(OutputModel):
 
 
 class PreferenceIn(InputModel):
-    category: str
+    category: str = Field(json_schema_extra={"enum": list(CATEGORIES)})
     enabled: bool = True
     channels: list[Channel] | None = Field(None, description="Only these channels; null: all.")
 
