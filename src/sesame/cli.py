@@ -238,7 +238,12 @@ def broker_config(
             await runtime.close()
 
     found = asyncio.run(passwords())
-    conf = MosquittoConfig(listener=listen, passwords=found, user=user).write(output)
+    conf = MosquittoConfig(
+        listener=listen,
+        passwords=found,
+        user=user,
+        max_packet_bytes=settings.mqtt_max_packet_bytes,
+    ).write(output)
     typer.echo(
         f"wrote {conf} for {len(found) - 1} devices; run `mosquitto -c {conf}`; "
         "set SESAME_MOSQUITTO_CONFIG_DIR (and SESAME_MOSQUITTO_PID_FILE) to keep its "
