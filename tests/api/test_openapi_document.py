@@ -85,3 +85,34 @@ async def test_a_ledger_range_past_its_end_is_an_empty_page(api: Api, world: Wor
     backwards = await api.get("/v1/ledger/entries", token=token, params={"start": 5, "end": 2})
     assert backwards.status_code == 200, backwards.text
     assert backwards.json()["entries"] == []
+
+
+async def test_numbers_are_neither_times_nor_booleans(api: Api, world: World) -> None:
+    """The document says RFC 3339 and true/false; pydantic alone would read ``0.5`` as a
+    time in 1970 and ``0`` as false."""
+    token = world.tokens["partner_admin"]
+    for path, params in (
+        ("/v1/events", {"since": "0.5"}),
+        ("/v1/access-events", {"since": "1700000000"}),
+        ("/v1/households", {"active_on": "0"}),
+    ):
+        response = await api.get(path, token=token, params=params)
+        assert response.status_code == 422, (path, response.text)
+    staff_id = world.staff["site_manager"]["id"]
+    response = await api.patch(f"/v1/staff/{staff_id}", token=token, json={"is_active": 0})
+    assert response.status_code == 422, response.text
+    account = await api.get(f"/v1/staff/{staff_id}", token=token)
+    assert account.json()["is_active"] is True
+
+
+async def test_updates_offer_null_only_where_a_field_may_be_null(api: Api, world: World) -> None:
+    schema = await document(api)
+    partner = component(schema, "PartnerUpdate")["properties"]["name"]
+    assert "anyOf" not in partner
+    assert partner["type"] == "string"
+    response = await api.patch(
+        f"/v1/partners/{world.partner_id}", token=world.tokens["partner_admin"], json={"name": None}
+    )
+    assert response.status_code == 422
+    site = component(schema, "SiteUpdate")["properties"]["address"]
+    assert {"type": "null"} in site["anyOf"]  # a site may have no address

@@ -9,13 +9,23 @@ rest, identically everywhere: permission checks, tenant scoping, keyset paginati
 # No ``from __future__ import annotations`` here: the endpoint functions below annotate
 # their parameters with classes chosen at run time, which FastAPI must see as objects.
 
+import re
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -53,6 +63,41 @@ def _refuse_nul(value: Any) -> Any:
     return value
 
 
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _kinds(annotation: Any) -> set[Any]:
+    arguments = typing.get_args(annotation)
+    if not arguments:
+        return {annotation}
+    return set().union(*(_kinds(argument) for argument in arguments))
+
+
+def _refuse_coercion(cls: type[BaseModel], data: Any) -> Any:
+    """Only what the document says: pydantic would read ``0.5`` as a time (seconds since
+    1970), ``0`` as a date and as false; times are RFC 3339 and booleans true or false."""
+    if not isinstance(data, dict):
+        return data
+    for name, field in cls.model_fields.items():
+        value = data.get(name)
+        if value is None or isinstance(value, bool):
+            continue
+        kinds = _kinds(field.annotation)
+        numeric = isinstance(value, int | float) or (
+            isinstance(value, str) and _NUMBER.fullmatch(value) is not None
+        )
+        if numeric and kinds & {datetime, date}:
+            raise ValueError(f"{name}: use an RFC 3339 date or time, not a number")
+        if isinstance(value, int | float) and bool in kinds:
+            raise ValueError(f"{name}: must be true or false")
+    return data
+
+
+# Update models of resources: the fields their table cannot hold null in. Omitting such a
+# field leaves it alone; the document must not offer null for it.
+_NOT_NULL_FIELDS: dict[type[BaseModel], frozenset[str]] = {}
+
+
 NUL_FREE_PATTERN = "^[^\\u0000]*$"
 
 
@@ -74,6 +119,15 @@ def _declare_nul_free(node: Any) -> None:
 
 def _input_json_schema(schema: dict[str, Any], model: type[Any]) -> None:
     _declare_nul_free(schema)
+    properties = schema.get("properties", {})
+    for name in _NOT_NULL_FIELDS.get(model, frozenset()) & set(properties):
+        field = properties[name]
+        options = [o for o in field.pop("anyOf", [field]) if o.get("type") != "null"]
+        field.pop("default", None)
+        if len(options) == 1:
+            field.update(options[0])
+        else:
+            field["anyOf"] = options
 
 
 class InputModel(BaseModel):
@@ -85,6 +139,7 @@ class InputModel(BaseModel):
     )
 
     _no_nul = field_validator("*", mode="after")(_refuse_nul)
+    _no_coercion = model_validator(mode="before")(classmethod(_refuse_coercion))
 
 
 class OutputModel(BaseModel):
@@ -97,6 +152,7 @@ class ListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     _no_nul = field_validator("*", mode="after")(_refuse_nul)
+    _no_coercion = model_validator(mode="before")(classmethod(_refuse_coercion))
 
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Items per page.")
     cursor: str | None = Field(
@@ -242,6 +298,10 @@ def crud_router(spec: ResourceSpec) -> APIRouter:
     update_model = spec.update
     query_model = spec.query
     noun = spec.noun
+    columns = service_class.repository_class.model.__table__.columns
+    _NOT_NULL_FIELDS[update_model] = frozenset(
+        name for name in update_model.model_fields if name in columns and not columns[name].nullable
+    )
 
     async def create(
         body: create_model,  # type: ignore[valid-type]
