@@ -139,7 +139,11 @@ class InputModel(BaseModel):
     )
 
     _no_nul = field_validator("*", mode="after")(_refuse_nul)
-    _no_coercion = model_validator(mode="before")(classmethod(_refuse_coercion))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_coercion(cls, data: Any) -> Any:
+        return _refuse_coercion(cls, data)
 
 
 class OutputModel(BaseModel):
@@ -152,7 +156,11 @@ class ListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     _no_nul = field_validator("*", mode="after")(_refuse_nul)
-    _no_coercion = model_validator(mode="before")(classmethod(_refuse_coercion))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_coercion(cls, data: Any) -> Any:
+        return _refuse_coercion(cls, data)
 
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Items per page.")
     cursor: str | None = Field(
