@@ -30,9 +30,9 @@ MAX_EXAMPLES = int(os.environ.get("SESAME_SCHEMATHESIS_EXAMPLES", "6"))
 #
 # ``positive_data_acceptance`` is off only where a rule the document cannot state decides:
 # what makes a phone number valid, which time-zone names exist, fields required for
-# platform staff only, one-of-several fields, windows whose end must follow their start,
-# the languages of a campaign, the URLs a destination may have, and proofs about tree
-# sizes the log has not reached.
+# platform staff only, site lists for site-scoped roles only, one-of-several fields,
+# windows whose end must follow their start, the languages of a campaign, the URLs a
+# destination may have, and proofs about tree sizes the log has not reached.
 CHECKS = """
 [checks]
 enabled = true
@@ -42,7 +42,8 @@ object_level_authorization.enabled = false
 include-operation-id = [
     "request_sign_in_code", "verify_sign_in_code",
     "create_person", "list_people", "update_person",
-    "create_site", "update_site", "create_staff_account", "create_api_key",
+    "create_site", "update_site", "create_staff_account", "update_staff_account",
+    "create_api_key",
     "create_key", "update_key", "create_pin_code", "create_campaign",
     "register_my_notification_destination",
     "create_webhook_endpoint", "update_webhook_endpoint",
