@@ -272,6 +272,7 @@ def broker_config(
         tls_listener=tls_listen,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        max_packet_bytes=settings.mqtt_max_packet_bytes,
     ).write(output)
     typer.echo(
         f"wrote {conf} for {len(found) - 1} devices; run `mosquitto -c {conf}`; "

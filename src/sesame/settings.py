@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     mqtt_url: str | None = None
     mqtt_bind: str = "127.0.0.1:1884"
     mqtt_device_url: str | None = None  # the broker address devices are told to use
+    # Both brokers disconnect a client sending a larger packet; above the largest trust
+    # document the gateway publishes, far above any device message (64 KiB at most).
+    mqtt_max_packet_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
     gateway_enabled: bool = True
     device_heartbeat_timeout_seconds: float = Field(default=90.0, gt=0)
     # With a local Mosquitto: rewrite its password file here and SIGHUP it on changes.

@@ -28,6 +28,26 @@ async def test_wrong_method_uses_the_error_shape(api: Api) -> None:
     assert_error_shape(response.json(), 405, "method_not_allowed")
 
 
+async def test_allow_names_every_method_the_path_serves(api: Api) -> None:
+    """A 405's ``Allow`` lists all the path's methods, not those of one of its routes."""
+    collection = await api.request("OPTIONS", "/v1/sites")
+    assert collection.status_code == 405
+    assert collection.headers["allow"] == "GET, POST"
+    item = await api.request("PUT", f"/v1/sites/{uuid.uuid4()}")
+    assert item.status_code == 405
+    assert item.headers["allow"] == "DELETE, GET, PATCH"
+
+
+async def test_a_word_where_an_id_goes_names_no_id_route(api: Api, world: World) -> None:
+    """``/v1/pin-codes/generate`` serves POST only: another method there is a 405, not a
+    validation error about an object id."""
+    token = world.tokens["partner_admin"]
+    for method in ("GET", "PATCH", "DELETE"):
+        response = await api.request(method, "/v1/pin-codes/generate", token=token, json={})
+        assert response.status_code == 405, (method, response.text)
+        assert response.headers["allow"] == "POST"
+
+
 async def test_malformed_json_is_a_422(api: Api, world: World) -> None:
     response = await api.post(
         "/v1/sites",
@@ -57,9 +77,11 @@ async def test_validation_errors_name_each_field(api: Api, world: World) -> None
     assert all(e["code"] and e["message"] for e in body["errors"])
 
 
-async def test_bad_ids_in_paths_and_queries_are_422(api: Api, world: World) -> None:
+async def test_bad_ids_in_queries_are_422_and_in_paths_404(api: Api, world: World) -> None:
     token = world.tokens["partner_admin"]
-    assert (await api.get("/v1/sites/123", token=token)).status_code == 422
+    not_an_id = await api.get("/v1/sites/123", token=token)
+    assert not_an_id.status_code == 404
+    assert_error_shape(not_an_id.json(), 404, "route_not_found")
     assert (await api.get("/v1/units", token=token, params={"building_id": "x"})).status_code == 422
     assert (await api.get("/v1/units", token=token, params={"limit": 0})).status_code == 422
     assert (await api.get("/v1/units", token=token, params={"limit": 201})).status_code == 422

@@ -14,6 +14,7 @@ from sqlalchemy import insert
 from sesame.devices import protocol
 from sesame.keys.credentials import MOBILE_LIFETIME, READER_CLOCK_GRACE, trust_documents
 from sesame.keys.repository import KeyRepository
+from sesame.kit.db import write_intent
 from sesame.kit.ids import new_id
 from sesame.kit.repository import TenantScope
 from sesame.models import Key, KeyKind, KeyStatus, TargetKind
@@ -136,13 +137,15 @@ async def test_past_the_protocols_limit_the_oldest_blocks_are_left_out_loudly(
     ]
     await add_keys(fleet, rows)
     before = overflows()
-    async with fleet.runtime.session_factory() as session:
-        site = await SiteRepository(session).get(TenantScope.platform(), UUID(fleet.world.site_id))
-        assert site is not None
-        [document] = await trust_documents(
-            session, fleet.runtime, site, [UUID(fleet.world.ids["entrance"])]
-        )
-        await session.commit()
+    with write_intent():  # it writes the site's first signing key
+        async with fleet.runtime.session_factory() as session:
+            scope = TenantScope.platform()
+            site = await SiteRepository(session).get(scope, UUID(fleet.world.site_id))
+            assert site is not None
+            [document] = await trust_documents(
+                session, fleet.runtime, site, [UUID(fleet.world.ids["entrance"])]
+            )
+            await session.commit()
     assert document.revoked_keys == [row["id"] for row in rows[:3]]  # the newest blocks
     assert overflows() == before + 1
 

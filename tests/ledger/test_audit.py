@@ -19,6 +19,7 @@ ADMIN = {"kind": "staff", "id": str(uuid.UUID(int=2)), "role": "partner_admin"}
 INSTALLER = {"kind": "staff", "id": str(uuid.UUID(int=3)), "role": "installer"}
 D1, D2 = str(uuid.UUID(int=21)), str(uuid.UUID(int=22))  # devices
 START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+DEVICE = str(uuid.UUID(int=9))
 
 
 class Log:
@@ -191,7 +192,7 @@ def test_a_pass_issued_beyond_its_parent_is_reported() -> None:
     hours = {"weekdays": [0, 1, 2, 3, 4], "start": "07:00", "end": "22:00"}
     ends = (START + timedelta(days=2)).isoformat()
     resident = log.issue("resident", {"kind": "system"}, schedule=hours, ends_at=ends)
-    owner = {"kind": "resident", "persons": [entries.parse(log.bodies[0])["data"]["person_id"]]}
+    owner = {"kind": "resident", "person": entries.parse(log.bodies[0])["data"]["person_id"]}
     inside = {"weekdays": [1], "start": "09:00", "end": "18:00"}
     log.issue("guest", owner, parent_key_id=resident, schedule=inside, ends_at=ends)
     open_hours = log.issue("guest", owner, parent_key_id=resident, ends_at=ends)
@@ -214,17 +215,17 @@ def test_a_child_used_while_its_parent_could_not_be_is_reported() -> None:
     recorded about the child itself."""
     log = Log()
     resident = log.issue("resident", {"kind": "system"})
-    owner = {"kind": "resident", "persons": [entries.parse(log.bodies[0])["data"]["person_id"]]}
+    owner = {"kind": "resident", "person": entries.parse(log.bodies[0])["data"]["person_id"]}
     shared, member = str(uuid.uuid4()), str(uuid.uuid4())
     log.add("key.shared", shared, owner, kind="household", parent_key_id=resident, person_id=member)
-    guest = log.issue("guest", {"kind": "resident", "persons": [member]}, parent_key_id=shared)
-    log.add("key.used", guest, {"kind": "device"}, device_id="d1")
+    guest = log.issue("guest", {"kind": "resident", "person": member}, parent_key_id=shared)
+    log.add("key.used", guest, {"kind": "device"}, device_id=DEVICE)
     log.add("key.suspended", resident, ADMIN)
-    while_suspended = log.add("key.used", shared, {"kind": "device"}, device_id="d1")
+    while_suspended = log.add("key.used", shared, {"kind": "device"}, device_id=DEVICE)
     log.add("key.resumed", resident, ADMIN)
-    log.add("key.used", guest, {"kind": "device"}, device_id="d1")
+    log.add("key.used", guest, {"kind": "device"}, device_id=DEVICE)
     log.add("key.revoked", resident, ADMIN)
-    grandchild = log.add("key.used", guest, {"kind": "device"}, device_id="d1")
+    grandchild = log.add("key.used", guest, {"kind": "device"}, device_id=DEVICE)
     assert kinds(log.report()) == [
         (while_suspended, "use_beyond_parent"),
         (grandchild, "use_beyond_parent"),

@@ -9,13 +9,23 @@ rest, identically everywhere: permission checks, tenant scoping, keyset paginati
 # No ``from __future__ import annotations`` here: the endpoint functions below annotate
 # their parameters with classes chosen at run time, which FastAPI must see as objects.
 
+import re
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,7 +39,14 @@ from sesame.kit.errors import (
     NotFound,
     ValidationFailed,
 )
-from sesame.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, next_cursor
+from sesame.kit.pagination import (
+    CURSOR_PATTERN,
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    Page,
+    decode_cursor,
+    next_cursor,
+)
 from sesame.kit.repository import CrudRepository
 from sesame.partners.repository import PartnerRepository
 from sesame.runtime import Runtime
@@ -46,12 +63,87 @@ def _refuse_nul(value: Any) -> Any:
     return value
 
 
-class InputModel(BaseModel):
-    """Request bodies: unknown fields are errors, strings are trimmed."""
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+def _kinds(annotation: Any) -> set[Any]:
+    arguments = typing.get_args(annotation)
+    if not arguments:
+        return {annotation}
+    return set().union(*(_kinds(argument) for argument in arguments))
+
+
+def _refuse_coercion(cls: type[BaseModel], data: Any) -> Any:
+    """Only what the document says: pydantic would read ``0.5`` as a time (seconds since
+    1970), ``0`` as a date and as false; times are RFC 3339 and booleans true or false."""
+    if not isinstance(data, dict):
+        return data
+    for name, field in cls.model_fields.items():
+        value = data.get(name)
+        if value is None or isinstance(value, bool):
+            continue
+        kinds = _kinds(field.annotation)
+        numeric = isinstance(value, int | float) or (
+            isinstance(value, str) and _NUMBER.fullmatch(value) is not None
+        )
+        if numeric and kinds & {datetime, date}:
+            raise ValueError(f"{name}: use an RFC 3339 date or time, not a number")
+        if isinstance(value, int | float) and bool in kinds:
+            raise ValueError(f"{name}: must be true or false")
+    return data
+
+
+# Update models of resources: the fields their table cannot hold null in. Omitting such a
+# field leaves it alone; the document must not offer null for it.
+_NOT_NULL_FIELDS: dict[type[BaseModel], frozenset[str]] = {}
+
+
+NUL_FREE_PATTERN = "^[^\\u0000]*$"
+
+
+def _declare_nul_free(node: Any) -> None:
+    """Give the document's plain strings the pattern ``_refuse_nul`` enforces."""
+    if isinstance(node, list):
+        for item in node:
+            _declare_nul_free(item)
+        return
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "string" and not {"pattern", "format", "enum", "const"} & set(node):
+        node["pattern"] = NUL_FREE_PATTERN
+    for key in ("anyOf", "oneOf", "allOf", "items", "additionalProperties"):
+        _declare_nul_free(node.get(key))
+    for child in (node.get("properties") or {}).values():
+        _declare_nul_free(child)
+
+
+def _input_json_schema(schema: dict[str, Any], model: type[Any]) -> None:
+    _declare_nul_free(schema)
+    properties = schema.get("properties", {})
+    for name in _NOT_NULL_FIELDS.get(model, frozenset()) & set(properties):
+        field = properties[name]
+        options = [o for o in field.pop("anyOf", [field]) if o.get("type") != "null"]
+        field.pop("default", None)
+        if len(options) == 1:
+            field.update(options[0])
+        else:
+            field["anyOf"] = options
+
+
+class InputModel(BaseModel):
+    """Request bodies: unknown fields are errors, strings are trimmed and never hold NUL
+    (the document says so too)."""
+
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, json_schema_extra=_input_json_schema
+    )
 
     _no_nul = field_validator("*", mode="after")(_refuse_nul)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_coercion(cls, data: Any) -> Any:
+        return _refuse_coercion(cls, data)
 
 
 class OutputModel(BaseModel):
@@ -65,9 +157,14 @@ class ListQuery(BaseModel):
 
     _no_nul = field_validator("*", mode="after")(_refuse_nul)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_coercion(cls, data: Any) -> Any:
+        return _refuse_coercion(cls, data)
+
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Items per page.")
     cursor: str | None = Field(
-        None, max_length=64, description="`next_cursor` of the previous page."
+        None, pattern=CURSOR_PATTERN, description="`next_cursor` of the previous page."
     )
 
 
@@ -217,6 +314,10 @@ def crud_router(spec: ResourceSpec) -> APIRouter:
     update_model = spec.update
     query_model = spec.query
     noun = spec.noun
+    columns = service_class.repository_class.model.__table__.columns
+    _NOT_NULL_FIELDS[update_model] = frozenset(
+        name for name in update_model.model_fields if name in columns and not columns[name].nullable
+    )
 
     async def create(
         body: create_model,  # type: ignore[valid-type]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -107,14 +108,34 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path answers to, for ``Allow``.
+
+    Starlette takes ``Allow`` from the first route whose path matched; a path served by
+    several routes (``GET`` and ``POST`` on a collection) would name only one of them.
+    """
+    routes: Any = request.app.routes
+    # Recent FastAPI versions nest included routers; earlier ones list routes flat.
+    flatten = getattr(fastapi.routing, "iter_route_contexts", None)
+    methods: set[str] = set()
+    for route in flatten(routes) if flatten is not None else routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(request.url.path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request)
     return error_response(
         request,
         status=exc.status_code,
         type_=_HTTP_TYPES.get(exc.status_code, "http_error"),
         message=str(exc.detail),
-        headers=getattr(exc, "headers", None),
+        headers=headers or None,
     )
 
 

@@ -12,8 +12,10 @@ refused sign-in must still count the failed attempt.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Coroutine
 from typing import Any
+from uuid import UUID
 
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import IntegrityError
@@ -41,7 +43,28 @@ def runtime_of(request: Request) -> Runtime:
     return runtime
 
 
+def with_uuid_convertors(path: str, endpoint: Callable[..., Any]) -> str:
+    """``{object_id}`` becomes ``{object_id:uuid}`` where the endpoint takes a UUID.
+
+    A path segment that is not an id then matches no id route: ``PATCH
+    /v1/pin-codes/generate`` is a 405 (only ``POST`` is served there), not a validation
+    error about ``object_id``, and ``/v1/sites/123`` is a 404 like any path the API does
+    not have. The OpenAPI document shows the plain template.
+    """
+    try:
+        hints = typing.get_type_hints(endpoint)
+    except (NameError, TypeError):
+        return path
+    for name, hint in hints.items():
+        if hint is UUID:
+            path = path.replace("{" + name + "}", "{" + name + ":uuid}")
+    return path
+
+
 class SesameRoute(APIRoute):
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(with_uuid_convertors(path, endpoint), endpoint, **kwargs)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint_handler = super().get_route_handler()
 

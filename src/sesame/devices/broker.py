@@ -12,6 +12,9 @@ Mosquitto's answer differs):
    included, which is a publish made later. The gateway's own user may use the whole
    ``sesame/v1/`` tree.
 
+Both also bound the size of a packet (``SESAME_MQTT_MAX_PACKET_BYTES``): a client that
+sends a larger one is disconnected before the broker reads it.
+
 The embedded broker is amqtt (fine for a few hundred devices; its sockets get
 TCP_NODELAY from asyncio). Larger sites point ``SESAME_MQTT_URL`` at Mosquitto or a
 cluster; ``sesame broker config`` writes its configuration, with ``set_tcp_nodelay true``
@@ -33,6 +36,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker, BrokerContext
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
@@ -55,6 +59,7 @@ SESAME_ROOT = "sesame/v1/"
 CONTROL_DISCONNECT = SESAME_ROOT + "control/disconnect"
 PBKDF2_ITERATIONS = 101  # Mosquitto's own default for password files
 SALT_BYTES = 12
+DEFAULT_MAX_PACKET_BYTES = 1024 * 1024
 
 
 def hash_password(secret: str, *, salt: bytes | None = None) -> str:
@@ -189,6 +194,31 @@ class _SnapshotDict(dict[str, Any]):
         return list(super().items())
 
 
+class _BoundedReader(StreamReaderAdapter):
+    """A connection's reader that refuses to read a packet body past ``limit`` bytes.
+
+    amqtt reads a packet's body in one call whatever its declared length (up to 256 MB);
+    asked for more than the limit, this reader reports the end of the stream instead, so
+    amqtt closes the connection without reading or buffering the body.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, limit: int) -> None:
+        super().__init__(reader)
+        self.limit = limit
+        self.refused = False
+
+    async def read(self, n: int = -1) -> bytes:
+        if self.refused:
+            return b""
+        if n > self.limit:
+            self.refused = True
+            log.warning("mqtt_packet_too_large", size=n, limit=self.limit)
+            self.feed_eof()
+            return b""
+        data: bytes = await super().read(n)
+        return data
+
+
 class _SesameBroker(Broker):
     """amqtt 0.12.1 with its defects fixed, which is why its version is pinned.
 
@@ -206,6 +236,8 @@ class _SesameBroker(Broker):
       a client id over, and it closes the previous connection (whose will then goes out)
       before the new session starts.
     """
+
+    max_packet_bytes = DEFAULT_MAX_PACKET_BYTES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -292,6 +324,15 @@ class _SesameBroker(Broker):
             await asyncio.sleep(0.01)
         await handler.stop()
 
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        await self._client_connected(
+            listener_name,
+            _BoundedReader(reader, self.max_packet_bytes),
+            StreamWriterAdapter(writer),
+        )
+
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
     ) -> None:
@@ -314,7 +355,13 @@ class _SesameBroker(Broker):
 class EmbeddedBroker:
     """amqtt inside the Sesame process, bound to ``host:port``."""
 
-    def __init__(self, bind: str, check: CredentialCheck) -> None:
+    def __init__(
+        self,
+        bind: str,
+        check: CredentialCheck,
+        *,
+        max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES,
+    ) -> None:
         self.bind = bind
         self._broker = _SesameBroker(
             {
@@ -327,6 +374,7 @@ class EmbeddedBroker:
                 },
             }
         )
+        self._broker.max_packet_bytes = max_packet_bytes
 
     async def start(self) -> None:
         await self._broker.start()
@@ -367,6 +415,7 @@ class MosquittoConfig:
     # Started as root, Mosquitto switches to this user before it reads the 0600 password
     # files; `sesame broker config` sets the user that writes them.
     user: str | None = None
+    max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES
     tls_listener: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -378,6 +427,8 @@ class MosquittoConfig:
             *([f"user {self.user}"] if self.user else []),
             "set_tcp_nodelay true",
             "max_inflight_messages 100",
+            # A client sending a larger packet is disconnected.
+            f"max_packet_size {self.max_packet_bytes}",
             "persistence false",
             "",
             "# Devices: a device's client id is its username, its id.",

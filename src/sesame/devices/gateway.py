@@ -51,6 +51,11 @@ PROTOCOL_ERRORS = Counter(
     "Device messages dropped as malformed, by channel",
     ["channel"],
 )
+EVENTS_REFUSED = Counter(
+    "sesame_device_events_refused_total",
+    "Device events refused for good (and acknowledged, so never resent), by reason",
+    ["reason"],
+)
 HANDLER_ERRORS = Counter(
     "sesame_mqtt_handler_errors_total",
     "Device messages whose handling failed, by channel",
@@ -85,6 +90,14 @@ class _JitteredClient(gmqtt.Client):
 
 def _ms(moment: Any) -> int:
     return int(moment.timestamp() * 1000)
+
+
+def _invalid_fields(exc: Exception) -> list[str]:
+    """Where a message is invalid, never what it held: paths like ``data`` or
+    ``occurred_at``."""
+    if not isinstance(exc, ValidationError):
+        return []
+    return [".".join(str(part) for part in error["loc"]) for error in exc.errors()][:5]
 
 
 def broker_address(url: str) -> tuple[str, int]:
@@ -206,11 +219,28 @@ class Gateway:
             return 0
         device_id, channel = parsed
         MESSAGES.labels(channel.value).inc()
+        if len(payload) > protocol.MAX_DEVICE_MESSAGE_BYTES:
+            PROTOCOL_ERRORS.labels(channel.value).inc()
+            log.info(
+                "oversized_device_message",
+                device_id=str(device_id),
+                channel=channel.value,
+                size=len(payload),
+            )
+            return 0
         try:
             message = protocol.decode(channel, payload)
-        except (ValidationError, ValueError):
+        except (ValidationError, ValueError) as exc:
             PROTOCOL_ERRORS.labels(channel.value).inc()
-            log.info("malformed_device_message", device_id=str(device_id), channel=channel.value)
+            log.info(
+                "malformed_device_message",
+                device_id=str(device_id),
+                channel=channel.value,
+                fields=_invalid_fields(exc),
+            )
+            event_id = protocol.event_id_of(payload) if channel is protocol.Channel.EVENTS else None
+            if event_id is not None:
+                await self._refuse_event(device_id, event_id, protocol.RefusalReason.INVALID)
             return 0
         try:
             await self._handle(device_id, channel, message)
@@ -231,7 +261,11 @@ class Gateway:
             self._heard.add(device_id)
             await self.engine.on_result(device_id, message)
         elif isinstance(message, protocol.DeviceEvent):
-            await self.ingestor.submit(device_id, message)
+            refusal = protocol.occurred_at_refusal(message.occurred_at, self.runtime.clock.now())
+            if refusal is not None:
+                await self._refuse_event(device_id, message.event_id, refusal)
+            else:
+                await self.ingestor.submit(device_id, message)
         elif isinstance(message, protocol.Heartbeat):
             self._heard.add(device_id)
         elif isinstance(message, protocol.TimeRequest):
@@ -242,6 +276,29 @@ class Gateway:
             await self._presence(device_id, message)
         elif isinstance(message, protocol.ReportedState):
             await self._state(device_id, message)
+
+    async def _refuse_event(
+        self, device_id: UUID, event_id: UUID, reason: protocol.RefusalReason
+    ) -> None:
+        """Acknowledge an event that will never be stored, so that the device stops
+        sending it; nothing of it is written."""
+        EVENTS_REFUSED.labels(reason.value).inc()
+        log.warning(
+            "device_event_refused",
+            device_id=str(device_id),
+            event_id=str(event_id),
+            reason=reason.value,
+        )
+        ack = protocol.EventsAck(
+            event_ids=[event_id],
+            refused=[protocol.EventRefusal(event_id=event_id, reason=reason.value)],
+        )
+        try:
+            await self.publish(
+                protocol.topic(device_id, protocol.Channel.EVENTS_ACK), protocol.encode(ack), 1
+            )
+        except ConnectionError:  # the device sends it again, and is refused again
+            log.info("event_refusal_not_sent", device_id=str(device_id))
 
     async def _answer_time(self, device_id: UUID, request: protocol.TimeRequest) -> None:
         received = _ms(self.runtime.clock.now())

@@ -15,7 +15,11 @@ log = get_logger("sesame.devices")
 
 
 def embedded_broker(runtime: Runtime) -> EmbeddedBroker:
-    return EmbeddedBroker(runtime.settings.mqtt_bind, credential_check(runtime))
+    return EmbeddedBroker(
+        runtime.settings.mqtt_bind,
+        credential_check(runtime),
+        max_packet_bytes=runtime.settings.mqtt_max_packet_bytes,
+    )
 
 
 async def start_devices(runtime: Runtime) -> None:

@@ -6,17 +6,20 @@ messages with them, the simulators speak through them, and the JSON Schemas in
 
 Compatibility rules that hold for every message: unknown fields are ignored (so either
 side may add optional fields within version 1); times are RFC 3339 in UTC; identifiers
-are UUIDs in their canonical text form.
+are UUIDs in their canonical text form. Sizes are bounded: a device message is at most
+``MAX_DEVICE_MESSAGE_BYTES``, and the free-form ``data``/``extra`` objects in it at most
+``MAX_DATA_BYTES`` of JSON.
 """
 
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+import orjson
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from sesame.kit.ids import parse_id
 
@@ -98,6 +101,28 @@ def parse_topic(name: str) -> tuple[UUID, Channel] | None:
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
 
+# The largest message a device may send; the gateway drops anything larger unread. (The
+# brokers' own packet limit, ``SESAME_MQTT_MAX_PACKET_BYTES``, is higher: trust documents
+# the gateway sends are larger.)
+MAX_DEVICE_MESSAGE_BYTES = 64 * 1024
+MAX_DATA_BYTES = 8 * 1024
+
+
+def _storable(value: dict[str, Any]) -> dict[str, Any]:
+    """Small, and storable as JSON by both databases (PostgreSQL refuses NUL in text)."""
+    try:
+        encoded = orjson.dumps(value)
+    except TypeError as exc:  # an integer past 64 bits
+        raise ValueError("not storable as JSON") from exc
+    if len(encoded) > MAX_DATA_BYTES:
+        raise ValueError(f"at most {MAX_DATA_BYTES} bytes of JSON")
+    if b"\\u0000" in encoded:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Data = Annotated[dict[str, Any], AfterValidator(_storable)]
+
 
 class Message(BaseModel):
     """Fields every message carries. Unknown fields are ignored, never an error."""
@@ -167,10 +192,34 @@ class CommandResult(Message):
     confirmed: bool = False
     error: ResultError | None = None
     completed_at: datetime
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: Data = Field(default_factory=dict)
 
 
 # -- events, state, presence ---------------------------------------------------------------
+
+
+EVENT_MAX_AGE = timedelta(days=365)
+EVENT_MAX_LEAD = timedelta(days=1)
+
+
+def occurred_at_refusal(occurred_at: datetime, now: datetime) -> RefusalReason | None:
+    """Why an event's time is refused, if it is: far from the server's clock (a device
+    whose clock was reset to 1970 or year 1, or runs a day ahead)."""
+    try:
+        if now - EVENT_MAX_AGE <= occurred_at <= now + EVENT_MAX_LEAD:
+            return None
+    except OverflowError:  # year 1 or 9999 with an offset: no UTC instant
+        pass
+    return RefusalReason.OCCURRED_AT_OUT_OF_RANGE
+
+
+def event_id_of(payload: bytes) -> UUID | None:
+    """The ``event_id`` of an event that is otherwise invalid, to refuse it by id."""
+    try:
+        document = orjson.loads(payload)
+        return UUID(str(document["event_id"])) if isinstance(document, dict) else None
+    except (orjson.JSONDecodeError, KeyError, ValueError):
+        return None
 
 
 class EventType(enum.StrEnum):
@@ -206,17 +255,39 @@ class DeviceEvent(Message):
 
     event_id: UUID
     type: Identifier
-    occurred_at: datetime
-    data: dict[str, Any] = Field(default_factory=dict)
+    occurred_at: AwareDatetime = Field(
+        description="When it happened, by the device's clock; refused (see `EventsAck`) "
+        f"more than {EVENT_MAX_AGE.days} days before or {EVENT_MAX_LEAD.days} day after "
+        "the server's clock."
+    )
+    data: Data = Field(default_factory=dict)
 
 
 EVENT_ACK_TIMEOUT_SECONDS = 10
 
 
+class RefusalReason(enum.StrEnum):
+    INVALID = "invalid"  # not a valid DeviceEvent (its data too large, say)
+    OCCURRED_AT_OUT_OF_RANGE = "occurred_at_out_of_range"
+
+
+class EventRefusal(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: UUID
+    reason: Identifier = Field(description="A `RefusalReason`; tolerate unknown ones.")
+
+
 class EventsAck(Message):
-    """Gateway → device on ``events/ack``, QoS 1: these events are stored; forget them."""
+    """Gateway → device on ``events/ack``, QoS 1: forget these events.
+
+    ``event_ids`` lists every event the device may forget: those stored, and those refused
+    for good, which ``refused`` also lists with the reason. Sending a refused event again
+    never stores it; a device reports or logs it, and drops it.
+    """
 
     event_ids: list[UUID] = Field(max_length=1000)
+    refused: list[EventRefusal] = Field(default_factory=list, max_length=1000)
 
 
 class DoorState(enum.StrEnum):
@@ -249,7 +320,7 @@ class ReportedState(Message):
     clock_offset_ms: int | None = Field(
         default=None, description="The device's last measured offset from server time."
     )
-    extra: dict[str, Any] = Field(default_factory=dict)
+    extra: Data = Field(default_factory=dict)
 
 
 class Presence(Message):

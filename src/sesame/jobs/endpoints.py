@@ -13,7 +13,14 @@ from sesame.auth.principal import Principal
 from sesame.jobs.repository import JobRepository
 from sesame.jobs.schemas import JobRead
 from sesame.kit.errors import Conflict, Forbidden, NotFound
-from sesame.kit.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, encode_cursor
+from sesame.kit.pagination import (
+    CURSOR_PATTERN,
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    Page,
+    decode_cursor,
+    encode_cursor,
+)
 from sesame.models import JobStatus
 
 router = APIRouter(prefix=f"{API_PREFIX}/jobs", tags=["jobs"], route_class=SesameRoute)
@@ -30,7 +37,7 @@ async def list_jobs(
     session: DbSession,
     status: JobStatus | None = None,
     kind: Annotated[str | None, Query(max_length=64)] = None,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> Page[JobRead]:
     """Jobs in creation order; `status=dead` lists those that gave up, with their error."""

@@ -254,6 +254,7 @@ async def trust_documents(
             runtime.clock.now(),
             mobile_lifetime=MOBILE_LIFETIME + READER_CLOCK_GRACE,
             limit=limit + 1,
+            clock_grace=READER_CLOCK_GRACE,
         )
     )
     if len(blocked) > limit:

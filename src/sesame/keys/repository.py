@@ -152,17 +152,23 @@ class KeyRepository(CrudRepository[Key]):
         return {key.id: await self.lineage(key) for key in keys}
 
     async def blocked(
-        self, site_id: UUID, now: datetime, *, mobile_lifetime: timedelta, limit: int
+        self,
+        site_id: UUID,
+        now: datetime,
+        *,
+        mobile_lifetime: timedelta,
+        limit: int,
+        clock_grace: timedelta = timedelta(0),
     ) -> Sequence[UUID]:
         """Keys a reader must refuse because some credential issued for them may still be
         in date: suspended, or revoked or used up while one could be — a phone's until
         ``mobile_lifetime`` after the change, a guest pass until the key's end; never past
-        the key's end, which bounds every credential. Most recently changed first, at
-        most ``limit``.
+        the key's end (plus ``clock_grace``, for readers whose clocks lag), which bounds
+        every credential. Most recently changed first, at most ``limit``.
 
         Whatever their number, every such key is here: none falls off for newer ones."""
         changed = func.coalesce(Key.revoked_at, Key.updated_at)
-        in_date = or_(Key.ends_at.is_(None), Key.ends_at > now)
+        in_date = or_(Key.ends_at.is_(None), Key.ends_at > now - clock_grace)
         may_hold = or_(changed > now - mobile_lifetime, Key.pass_id.is_not(None))
         result = await self.session.execute(
             select(Key.id)

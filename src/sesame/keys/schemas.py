@@ -16,10 +16,19 @@ _CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 class ScheduleIn(InputModel):
     weekdays: list[int] = Field(
-        min_length=1, max_length=7, description="0 = Monday ... 6 = Sunday."
+        min_length=1,
+        max_length=7,
+        description="0 = Monday ... 6 = Sunday.",
+        json_schema_extra={"items": {"type": "integer", "minimum": 0, "maximum": 6}},
     )
-    start: str = Field(description="Local time in the site's zone, HH:MM.")
-    end: str = Field(description="HH:MM; at or before start: runs past midnight.")
+    start: str = Field(
+        description="Local time in the site's zone, HH:MM.",
+        json_schema_extra={"pattern": _CLOCK.pattern},
+    )
+    end: str = Field(
+        description="HH:MM; at or before start: runs past midnight.",
+        json_schema_extra={"pattern": _CLOCK.pattern},
+    )
 
     @field_validator("weekdays")
     @classmethod

@@ -73,7 +73,8 @@ def loggable_path(scope: Scope) -> str:
 
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
-    path = getattr(route, "path", None)
+    # The template without convertors: "/v1/sites/{object_id}", as OpenAPI shows it.
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"
 
 

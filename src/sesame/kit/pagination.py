@@ -19,6 +19,8 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+# A cursor is a row id's 16 bytes in unpadded base64url; any string of this shape is one.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{22}$"
 
 
 class Page(BaseModel, Generic[T]):

@@ -8,7 +8,7 @@ from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import phonenumbers
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, StringConstraints, WithJsonSchema
 
 _ZONES = frozenset(available_timezones())
 _LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Z][a-z]{3})?(-([A-Z]{2}|[0-9]{3}))?$")
@@ -73,7 +73,12 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 ShortName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 TimeZoneName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_time_zone)]
 Phone = Annotated[str, StringConstraints(max_length=32), AfterValidator(normalize_phone)]
-Locale = Annotated[str, StringConstraints(max_length=35), AfterValidator(_locale)]
+Locale = Annotated[
+    str,
+    StringConstraints(max_length=35),
+    AfterValidator(_locale),
+    WithJsonSchema({"type": "string", "maxLength": 35, "pattern": _LOCALE.pattern}),
+]
 Instant = Annotated[datetime, AfterValidator(_instant)]  # aware, bounded, read as UTC
 Day = Annotated[date, AfterValidator(_day)]  # a calendar date, bounded like Instant
 Email = Annotated[

@@ -66,6 +66,7 @@ _KEY = (
     "ends_at",
     "max_uses",
     "parent_key_id",
+    "schedule",  # weekly windows and their time zone: what a derived key is held to
 )
 _PIN = ("device_id", "key_id", "person_id", "slot")
 _DEVICE = ("kind", "status")

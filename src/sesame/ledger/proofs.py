@@ -71,9 +71,10 @@ async def info(session: AsyncSession, ledger: Ledger) -> LedgerInfo:
 async def entries_page(session: AsyncSession, start: int, end: int | None) -> EntriesPage:
     repository = LedgerRepository(session)
     size = await repository.size()
+    if start < 0:
+        raise ValidationFailed("start must be ≥ 0")
+    # Like a slice: a range past the log's end, or ending before it starts, is empty.
     end = min(size if end is None else end, start + MAX_ENTRIES, size)
-    if start < 0 or (end is not None and end < start):
-        raise ValidationFailed("start must be ≥ 0 and end ≥ start")
     records = await repository.entries(start, end) if end > start else []
     return EntriesPage(entries=[entry_read(r) for r in records], size=size)
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Query, Response
 from sesame.api.crud import ResourceSpec, crud_router
 from sesame.api.deps import AppRuntime, CurrentPrincipal, DbSession
 from sesame.api.route import API_PREFIX, SesameRoute
-from sesame.kit.pagination import Page, decode_cursor, next_cursor
+from sesame.kit.pagination import CURSOR_PATTERN, Page, decode_cursor, next_cursor
 from sesame.notifications import service
 from sesame.notifications.channels.webpush import vapid_public_key_b64
 from sesame.notifications.install import load_vapid_key
@@ -139,7 +139,7 @@ async def set_preferences(
 async def my_notifications(
     principal: CurrentPrincipal,
     session: DbSession,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Any:
     """What was sent to you, newest first, with each delivery's status."""

@@ -88,7 +88,7 @@ class ConfirmationIn(InputModel):
 
 
 class PreferenceIn(InputModel):
-    category: str
+    category: str = Field(json_schema_extra={"enum": list(CATEGORIES)})
     enabled: bool = True
     channels: list[Channel] | None = Field(None, description="Only these channels; null: all.")
 
