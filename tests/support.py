@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import phonenumbers
+from sqlalchemy import select
 
 from sesame.demo import PLATFORM
 from sesame.kit.clock import OffsetClock
 from sesame.kit.db import write_intent
+from sesame.models import Job
 from sesame.runtime import Runtime
 from sesame.staff.schemas import StaffCreate
 from sesame.staff.service import StaffService
@@ -24,6 +28,22 @@ from sesame.staff.service import StaffService
 ShiftableClock = OffsetClock
 
 _counter = iter(range(1, 10**9))
+
+
+async def eventually(check: Callable[[], Any], seconds: float = 15, every: float = 0.05) -> Any:
+    """The first truthy value ``check`` gives (it may be async), polled until ``seconds``
+    pass: the one way tests wait for something to happen."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"the condition never held within {seconds} s")
+        await asyncio.sleep(every)
 
 
 def unique(prefix: str) -> str:
@@ -82,6 +102,16 @@ class Api:
 
 
 PASSWORD = "correct horse battery staple"
+
+
+async def lock_job(runtime: Runtime, device_id: str) -> Job:
+    """The lock's PIN job, as the transaction that last changed its codes left it: when
+    it is due is when Sesame next means to touch the lock."""
+    async with runtime.session_factory() as session:
+        job = (
+            await session.execute(select(Job).where(Job.key == f"pins.lock:{device_id}"))
+        ).scalar_one()
+        return job
 
 
 async def platform_admin_token(app: Any, runtime: Runtime) -> str:

@@ -16,6 +16,7 @@ from sesame.devices import protocol
 from sesame.devices.broker import device_may
 from sesame.models import Device
 from tests.device_fixtures import Fleet
+from tests.support import eventually
 
 
 class Probe:
@@ -128,8 +129,10 @@ async def test_a_device_cannot_touch_another_devices_topics(fleet: Fleet) -> Non
             json={"action": "unlock"},
         )
         assert response.json()["status"] == "success"
-        victim_sim.emit("door_opened")
-        await asyncio.sleep(0.5)
+        opened = victim_sim.emit("door_opened")
+        # Once the gateway has acknowledged the event the broker has routed it to every
+        # subscriber it has: the probe would have it by now.
+        await eventually(lambda: opened.event_id in victim_sim.acked_events)
         assert probe.received == []
         events = await fleet.api.get(
             "/v1/events",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -14,14 +13,7 @@ from prometheus_client import REGISTRY
 from sesame.devices import protocol
 from tests.device_fixtures import Fleet
 from tests.devices.test_broker_and_provisioning import Probe, broker_url
-
-
-async def until(condition: Callable[[], bool], seconds: float = 10) -> None:
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met")
+from tests.support import eventually
 
 
 class RawDevice:
@@ -73,7 +65,7 @@ class RawDevice:
 
     async def acknowledgement(self, event_id: str) -> protocol.EventsAck:
         wanted = uuid.UUID(event_id)
-        await until(lambda: any(wanted in ack.event_ids for ack in self.acks))
+        await eventually(lambda: any(wanted in ack.event_ids for ack in self.acks))
         return next(ack for ack in self.acks if wanted in ack.event_ids)
 
     async def stored_ids(self) -> set[str]:
@@ -151,7 +143,7 @@ async def test_a_message_past_the_device_limit_is_dropped_unread(fleet: Fleet) -
         before = protocol_errors()
         large = raw.event(data={"blob": "x" * protocol.MAX_DEVICE_MESSAGE_BYTES})
         raw.send(large)
-        await until(lambda: protocol_errors() > before)
+        await eventually(lambda: protocol_errors() > before)
         assert raw.probe.client.is_connected  # under the broker's limit: only dropped
         assert await raw.stored_ids() == set()
     finally:
@@ -164,7 +156,7 @@ async def test_a_packet_past_the_broker_limit_disconnects_the_device(fleet: Flee
         limit = fleet.runtime.settings.mqtt_max_packet_bytes
         huge = raw.event(data={"blob": "x" * (limit + 1)})
         raw.send(huge)
-        await until(lambda: not raw.probe.client.is_connected)
+        await eventually(lambda: not raw.probe.client.is_connected)
         # Connected again, the device's next event is stored; the huge one never was.
         raw.acks.clear()
         await raw.connect()

@@ -10,8 +10,9 @@ from sqlalchemy import func, select
 
 from sesame.devices import health, protocol
 from sesame.models import Device, OutboxMessage
-from sesame.simulators import Faults
+from sesame.simulators import Faults, SimulatedDevice
 from tests.device_fixtures import HEARTBEAT_TIMEOUT, Fleet
+from tests.support import eventually
 
 
 def codes(issues: list[dict[str, object]]) -> list[object]:
@@ -92,12 +93,8 @@ async def events_of(fleet: Fleet, device_id: str, **params: object) -> list[dict
     return items
 
 
-async def wait_acknowledged(sim: object, event: protocol.DeviceEvent, seconds: float = 5) -> None:
-    for _ in range(int(seconds / 0.05)):
-        if event.event_id in sim.acked_events:  # type: ignore[attr-defined]
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("event never acknowledged")
+async def wait_acknowledged(sim: SimulatedDevice, event: protocol.DeviceEvent) -> None:
+    await eventually(lambda: event.event_id in sim.acked_events, seconds=5)
 
 
 async def test_events_are_stored_and_acknowledged(fleet: Fleet) -> None:

@@ -25,7 +25,7 @@ from sesame.runtime import Runtime, build_runtime
 from tests.conftest import BACKENDS, drop_postgres_database, fresh_database, test_settings
 from tests.device_fixtures import Fleet
 from tests.keys.test_pins import lock
-from tests.support import Api, ShiftableClock, World, served_world
+from tests.support import Api, ShiftableClock, World, eventually, lock_job, served_world
 
 
 @pytest.fixture(params=BACKENDS)
@@ -35,15 +35,6 @@ async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[s
     yield database
     if request.param == "postgresql":
         await drop_postgres_database(database)
-
-
-async def wait_until(check: Any, seconds: float = 10) -> Any:
-    for _ in range(int(seconds / 0.1)):
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError("the condition never held")
 
 
 async def test_a_key_that_expired_while_nothing_ran_expires_at_start_up(url: str) -> None:
@@ -84,7 +75,7 @@ async def test_a_key_that_expired_while_nothing_ran_expires_at_start_up(url: str
                     )
                     return list(rows.scalars())
 
-            [message] = await wait_until(expired)
+            [message] = await eventually(expired)
             assert message.payload["ends_at"] is not None
     finally:
         await started.close()
@@ -109,7 +100,9 @@ async def test_a_stay_code_reaches_the_lock_before_the_stay_and_leaves_after(
             "ends_at": (check_in + timedelta(days=1)).isoformat(),
         },
     )
-    await asyncio.sleep(0.5)
+    job = await lock_job(fleet.runtime, device["id"])  # the decision: "later", at lead time
+    lead = timedelta(minutes=fleet.runtime.settings.pin_lead_minutes)
+    assert abs((job.due_at - (check_in - lead)).total_seconds()) < 1
     assert "7391" not in sim.slots.values()  # three hours early: not yet
     pin = (await fleet.api.get(f"/v1/pin-codes/{created['id']}", token=token)).json()
     assert pin["status"] == "unset"
@@ -119,21 +112,21 @@ async def test_a_stay_code_reaches_the_lock_before_the_stay_and_leaves_after(
     async def on_lock() -> bool:
         return "7391" in sim.slots.values()
 
-    await wait_until(on_lock)
+    await eventually(on_lock)
     api_key = fleet.world.tokens["api_key"]  # staff tokens expire as the clock is moved
 
     async def status_is(wanted: str) -> bool:
         return (await pin_status_with(fleet, created["id"], api_key))["status"] == wanted
 
-    await wait_until(lambda: status_is("set"))
+    await eventually(lambda: status_is("set"))
 
     clock.advance(timedelta(days=1, hours=1))  # the stay is over
 
     async def off_lock() -> bool:
         return "7391" not in sim.slots.values()
 
-    await wait_until(off_lock)
-    await wait_until(lambda: status_is("removed"))
+    await eventually(off_lock)
+    await eventually(lambda: status_is("removed"))
 
 
 async def test_a_code_tied_to_a_scheduled_key_is_on_the_lock_only_in_its_windows(
@@ -168,7 +161,8 @@ async def test_a_code_tied_to_a_scheduled_key_is_on_the_lock_only_in_its_windows
         token,
         {"device_id": device["id"], "code": "5820", "name": "cleaner", "key_id": key["id"]},
     )
-    await asyncio.sleep(0.5)
+    job = await lock_job(fleet.runtime, device["id"])  # the decision: at the window, no lead
+    assert abs((job.due_at - opens).total_seconds()) < 1
     assert "5820" not in sim.slots.values()  # two hours before the window: not even early
 
     async def on_lock() -> bool:
@@ -185,18 +179,18 @@ async def test_a_code_tied_to_a_scheduled_key_is_on_the_lock_only_in_its_windows
 
     for day in range(2):  # today's window, then tomorrow's
         move_to(opens + timedelta(days=day, seconds=5))
-        await wait_until(on_lock)
-        await wait_until(lambda: status_is("set"))
+        await eventually(on_lock)
+        await eventually(lambda: status_is("set"))
         move_to(closes + timedelta(days=day, seconds=5))
-        await wait_until(off_lock)
-        await wait_until(lambda: status_is("unset"))  # waiting for the next window
+        await eventually(off_lock)
+        await eventually(lambda: status_is("unset"))  # waiting for the next window
 
     move_to(opens + timedelta(days=2, seconds=5))
-    await wait_until(on_lock)
+    await eventually(on_lock)
     revoked = await fleet.api.delete(f"/v1/keys/{key['id']}", token=api_key)
     assert revoked.status_code == 204, revoked.text
-    await wait_until(off_lock)  # the key's end takes its code off at once
-    await wait_until(lambda: status_is("removed"))
+    await eventually(off_lock)  # the key's end takes its code off at once
+    await eventually(lambda: status_is("removed"))
 
 
 async def pin_status_with(fleet: Fleet, pin_id: str, token: str) -> dict[str, Any]:
@@ -228,7 +222,7 @@ async def test_platform_administrators_see_dead_jobs_and_retry_them(
         assert listing.status_code == 200
         return list(listing.json()["items"])
 
-    [job] = await wait_until(dead)
+    [job] = await eventually(dead)
     assert job["key"] == kind
     assert job["attempts"] == 1
     assert f"no handler for jobs of kind '{kind}'" in job["last_error"]
@@ -266,6 +260,6 @@ async def test_an_expiring_key_is_blocked_on_the_readers_at_its_end(fleet: Fleet
         return key["id"] in revoked
 
     assert not await blocked()  # credentials it was given are still valid until the end
-    await wait_until(blocked)
+    await eventually(blocked)
     gone = await fleet.api.get(f"/v1/keys/{key['id']}", token=fleet.world.tokens["api_key"])
     assert gone.json()["status"] == "expired"

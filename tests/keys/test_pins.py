@@ -10,8 +10,9 @@ from uuid import UUID
 
 from sqlalchemy import select
 
-from sesame.models import ActionAttempt, OutboxMessage, PinCode
+from sesame.models import ActionAttempt, JobStatus, OutboxMessage, PinCode
 from tests.device_fixtures import Fleet
+from tests.support import lock_job
 
 
 async def lock(fleet: Fleet, **options: Any) -> tuple[dict[str, Any], Any]:
@@ -199,7 +200,12 @@ async def test_a_time_bound_pin_waits_for_its_lead_time(fleet: Fleet) -> None:
         },
     )
     assert created["kind"] == "time_bound"
-    await asyncio.sleep(1.0)
+    # The create answered after its transaction and the reconcile it triggered: the
+    # decision is made. What must hold is that it was "later", at the lead time.
+    job = await lock_job(fleet.runtime, device["id"])
+    lead = timedelta(minutes=fleet.runtime.settings.pin_lead_minutes)
+    assert job.status == JobStatus.SCHEDULED
+    assert abs((job.due_at - (later - lead)).total_seconds()) < 1
     pin = (
         await fleet.api.get(
             f"/v1/pin-codes/{created['id']}", token=fleet.world.tokens["partner_admin"]

@@ -4,8 +4,6 @@ reach them."""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +26,7 @@ from sesame.notifications.testing.webhooks import WebhookReceiver
 from sesame.notifications.testing.webpush import PushServiceStandin
 from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime
+from tests.support import eventually
 
 # The stand-ins listen on this machine: channels built outside a runtime reach them only
 # because the allow-list says so, as an operator's would for an internal receiver.
@@ -102,17 +101,6 @@ async def notifying(runtime: Runtime, providers: Providers) -> AsyncIterator[Not
     finally:
         await notifier.stop()
         runtime.notifier = None
-
-
-async def eventually(check: Any, seconds: float = 15) -> Any:
-    for _ in range(int(seconds / 0.1)):
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError("the condition never held")
 
 
 async def mailed_code(providers: Providers, address: str, seconds: float = 15) -> str:

@@ -25,8 +25,8 @@ from sesame.notifications.testing.serving import BackgroundServer
 from sesame.runtime import Runtime
 from tests.keys.test_keys_e2e import sign_in
 from tests.kit.test_egress import LOCAL_SPELLINGS
-from tests.notifications.conftest import Providers, eventually, notifying
-from tests.support import Api, World, unique_phone
+from tests.notifications.conftest import Providers, notifying
+from tests.support import Api, World, eventually, unique_phone
 
 
 @dataclass

@@ -19,8 +19,8 @@ from sesame.notifications.channels.base import Message
 from sesame.notifications.channels.console import ConsoleChannel
 from sesame.runtime import Runtime
 from tests.keys.test_keys_e2e import sign_in
-from tests.notifications.conftest import Providers, eventually, mailed_code, notifying
-from tests.support import Api, World, unique, unique_phone
+from tests.notifications.conftest import Providers, mailed_code, notifying
+from tests.support import Api, World, eventually, unique, unique_phone
 
 
 async def resident(api: Api, world: World, runtime: Runtime) -> tuple[str, str, str]:

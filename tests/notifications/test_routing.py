@@ -5,7 +5,6 @@ reach a building."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -14,8 +13,8 @@ from sesame.notifications.repository import NotificationRepository
 from sesame.notifications.testing.webhooks import signature_matches
 from tests.device_fixtures import Fleet
 from tests.keys.test_keys_e2e import guest_pass, sign_in, wait_for_trust
-from tests.notifications.conftest import Providers, eventually, mailed_code, notifying
-from tests.support import unique_phone
+from tests.notifications.conftest import Providers, mailed_code, notifying
+from tests.support import ShiftableClock, eventually, unique_phone
 
 
 async def resident(fleet: Fleet, locale: str, unit: str = "unit") -> tuple[dict[str, Any], str]:
@@ -225,16 +224,14 @@ async def test_a_campaign_reaches_every_resident_of_a_building_in_their_language
         "ko": {"title": "단수 안내", "body": "내일 10시부터 단수됩니다."},
         "en": {"title": "Water outage", "body": "No water tomorrow from 10:00."},
     }
-    later = await fleet.api.create(
-        "/v1/notifications/campaigns",
-        admin,
-        {
-            "site_id": fleet.world.site_id,
-            "content": content,
-            "send_at": (fleet.runtime.clock.now() + timedelta(days=1)).isoformat(),
-        },
-    )
-    assert later["status"] == "scheduled"
+    tomorrow = {
+        "site_id": fleet.world.site_id,
+        "content": content,
+        "send_at": (fleet.runtime.clock.now() + timedelta(days=1)).isoformat(),
+    }
+    later = await fleet.api.create("/v1/notifications/campaigns", admin, tomorrow)
+    kept = await fleet.api.create("/v1/notifications/campaigns", admin, tomorrow)
+    assert later["status"] == kept["status"] == "scheduled"
     cancelled = await fleet.api.post(
         f"/v1/notifications/campaigns/{later['id']}/cancel", token=admin
     )
@@ -264,8 +261,20 @@ async def test_a_campaign_reaches_every_resident_of_a_building_in_their_language
     titles = {m["token"]: m["notification"]["title"] for m in providers.fcm.standin.messages}
     assert titles[fcm_token("ko1")] == titles[fcm_token("ko2")] == "단수 안내"
     assert titles[fcm_token("en1")] == "Water outage"
-    await asyncio.sleep(0)  # the scheduled one never sent
-    assert all(m["data"].get("campaign_id") != later["id"] for m in providers.fcm.standin.messages)
+
+    # A day later the campaign that was kept goes out; the cancelled one, due at the same
+    # moment, does not.
+    clock = fleet.runtime.clock
+    assert isinstance(clock, ShiftableClock)
+    clock.advance(timedelta(days=1, minutes=1))
+
+    def sent_for(campaign_id: str) -> list[dict[str, Any]]:
+        messages = providers.fcm.standin.messages
+        return [m for m in messages if m["data"].get("campaign_id") == campaign_id]
+
+    async with notifying(fleet.runtime, providers):
+        await eventually(lambda: len(sent_for(kept["id"])) >= 3, seconds=20)
+    assert sent_for(later["id"]) == []
 
 
 async def test_a_used_guest_pass_tells_its_issuer_and_device_trouble_tells_the_managers(
