@@ -103,6 +103,25 @@ async def test_a_lost_result_is_retried_and_the_command_runs_once(fleet: Fleet) 
     assert len(sim.executed) == 1  # the repeat was answered from memory, not executed
 
 
+async def test_busy_with_a_repeated_command_does_not_end_it_and_the_success_counts(
+    fleet: Fleet,
+) -> None:
+    """A slow actuator answers the resent copy with busy (section 4); the attempt goes on
+    and ends with the device's real result."""
+    device, sim = await fleet.run("door_lock", faults=Faults(actuation_seconds=3.0))
+    response = await fleet.api.post(
+        f"/v1/devices/{device['id']}/commands",
+        params={"wait": 10},
+        token=fleet.world.tokens["partner_admin"],
+        json={"action": "unlock", "ttl_seconds": 10},
+    )
+    attempt = response.json()
+    assert attempt["status"] == "success", attempt
+    assert attempt["error"] is None
+    assert attempt["send_count"] >= 2  # it was resent, and the repeat answered busy
+    assert len(sim.executed) == 1
+
+
 async def test_a_device_failure_is_an_error_with_its_code(fleet: Fleet) -> None:
     device, _sim = await fleet.run("door_lock", jammed=True)
     response = await fleet.api.post(

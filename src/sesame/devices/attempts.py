@@ -79,6 +79,28 @@ class Timing:
     result_grace: float = 1.0  # a result may still arrive this long after expires_at
 
 
+def _busy_with_it(result: protocol.CommandResult) -> bool:
+    return (
+        result.outcome is protocol.Outcome.REJECTED
+        and result.error is not None
+        and result.error.code == protocol.ErrorCode.BUSY.value
+    )
+
+
+async def _was_resent(
+    session: AsyncSession, result: protocol.CommandResult, device_id: UUID
+) -> bool:
+    """Whether the command a result answers is pending and was sent more than once: only
+    then can ``busy`` be the answer to a repeat of a command the device is executing."""
+    attempt = await AttemptRepository(session).by_id(result.command_id)
+    return (
+        attempt is not None
+        and attempt.device_id == device_id
+        and attempt.status is AttemptStatus.PENDING
+        and attempt.send_count > 1
+    )
+
+
 class AttemptEngine:
     def __init__(
         self,
@@ -254,6 +276,15 @@ class AttemptEngine:
             async with self.runtime.session_factory() as session:
                 device = await DeviceRepository(session).locked(device_id)
                 if device is None:
+                    return
+                if _busy_with_it(result) and await _was_resent(session, result, device_id):
+                    # Section 4: a device still carrying out a command may answer a repeat
+                    # with busy; its result comes later and is the one that counts.
+                    log.info(
+                        "busy_with_repeated_command",
+                        device_id=str(device_id),
+                        command_id=str(result.command_id),
+                    )
                     return
                 outcome = driver_for(device.kind).interpret(result)
                 finished = await AttemptRepository(session).finish(

@@ -42,6 +42,7 @@ class Faults:
     clock_drift_ppm: float = 0.0  # how fast the offset grows
     stuck_clock: bool = False  # a failed real-time clock: sync_clock cannot set it
     unresponsive: bool = False  # receives commands, never acts or answers
+    actuation_seconds: float = 0.0  # a slow actuator; a repeat meanwhile is answered busy
 
 
 class DeviceClock:
@@ -119,6 +120,7 @@ class SimulatedDevice:
         self.pending_events: dict[uuid.UUID, tuple[protocol.DeviceEvent, float]] = {}
         self.acked_events: set[uuid.UUID] = set()
         self.time_offsets_ms: list[float] = []
+        self.in_progress: set[uuid.UUID] = set()
         self.clock_syncs = 0
         self.trust: protocol.TrustDocument | None = None
         self.connected = asyncio.Event()
@@ -302,6 +304,12 @@ class SimulatedDevice:
             return
         if self.faults.unresponsive:
             return
+        if command.command_id in self.in_progress:  # a repeat of what is still running
+            self._publish(
+                protocol.Channel.RESULTS,
+                self._result(command, protocol.Outcome.REJECTED, protocol.ErrorCode.BUSY),
+            )
+            return
         # sync_clock is obeyed whatever the clock says: a wrong clock is why it comes.
         if command.action != "sync_clock" and self.clock.now() >= command.expires_at:
             self.rejected_late.append(command.command_id)
@@ -315,7 +323,13 @@ class SimulatedDevice:
             self.executed.append(
                 Executed(command.command_id, command.action, dict(command.params), self.clock.now())
             )
-            result = await self.execute(command)
+            self.in_progress.add(command.command_id)
+            try:
+                if self.faults.actuation_seconds:
+                    await asyncio.sleep(self.faults.actuation_seconds)
+                result = await self.execute(command)
+            finally:
+                self.in_progress.discard(command.command_id)
         self.results[command.command_id] = result
         while len(self.results) > DEDUP_MEMORY:
             self.results.popitem(last=False)
