@@ -15,9 +15,10 @@ from typing import Any
 
 import httpx
 import phonenumbers
-from sqlalchemy import select
 
 from sesame.demo import PLATFORM
+from sesame.jobs.repository import JobRepository
+from sesame.keys.schedule import PIN_LOCK
 from sesame.kit.clock import OffsetClock
 from sesame.kit.db import write_intent
 from sesame.models import Job
@@ -108,10 +109,9 @@ async def lock_job(runtime: Runtime, device_id: str) -> Job:
     """The lock's PIN job, as the transaction that last changed its codes left it: when
     it is due is when Sesame next means to touch the lock."""
     async with runtime.session_factory() as session:
-        job = (
-            await session.execute(select(Job).where(Job.key == f"pins.lock:{device_id}"))
-        ).scalar_one()
-        return job
+        job = await JobRepository(session).by_key(f"{PIN_LOCK}:{device_id}")
+    assert job is not None, "the lock has no PIN job"
+    return job
 
 
 async def platform_admin_token(app: Any, runtime: Runtime) -> str:

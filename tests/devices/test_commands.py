@@ -12,6 +12,20 @@ from tests.device_fixtures import Fleet
 from tests.support import ShiftableClock, eventually
 
 
+async def command(
+    fleet: Fleet, device_id: str, body: dict[str, Any], wait: float | None = None
+) -> dict[str, Any]:
+    """A partner's command to a device, and the attempt it answers with (after ``wait``)."""
+    response = await fleet.api.post(
+        f"/v1/devices/{device_id}/commands",
+        params={} if wait is None else {"wait": wait},
+        token=fleet.world.tokens["partner_admin"],
+        json=body,
+    )
+    attempt: dict[str, Any] = response.json()
+    return attempt
+
+
 async def test_opening_an_entrance_succeeds_and_is_confirmed(fleet: Fleet) -> None:
     device, sim = await fleet.run("entrance_reader")
     response = await fleet.api.post(
@@ -57,13 +71,7 @@ async def test_without_wait_the_attempt_comes_back_pending(fleet: Fleet) -> None
 
 async def test_an_offline_device_gives_expired_within_the_wait(fleet: Fleet) -> None:
     device = await fleet.provision("entrance_reader")
-    response = await fleet.api.post(
-        f"/v1/devices/{device['id']}/commands",
-        params={"wait": 4},
-        token=fleet.world.tokens["partner_admin"],
-        json={"action": "open", "ttl_seconds": 2},
-    )
-    attempt = response.json()
+    attempt = await command(fleet, device["id"], {"action": "open", "ttl_seconds": 2}, wait=4)
     assert attempt["status"] == "expired"
     assert attempt["error"]["type"] == "command_expired"
     assert attempt["send_count"] == 0
@@ -71,13 +79,7 @@ async def test_an_offline_device_gives_expired_within_the_wait(fleet: Fleet) -> 
 
 async def test_a_silent_device_gives_a_timeout_error_within_the_wait(fleet: Fleet) -> None:
     device, sim = await fleet.run("entrance_reader", faults=Faults(unresponsive=True))
-    response = await fleet.api.post(
-        f"/v1/devices/{device['id']}/commands",
-        params={"wait": 6},
-        token=fleet.world.tokens["partner_admin"],
-        json={"action": "open", "ttl_seconds": 3},
-    )
-    attempt = response.json()
+    attempt = await command(fleet, device["id"], {"action": "open", "ttl_seconds": 3}, wait=6)
     assert attempt["status"] == "error"
     assert attempt["error"]["type"] == "device_timeout"
     # Transport-loss retries went out, bounded by the budget, and nothing ran.
@@ -88,16 +90,11 @@ async def test_a_silent_device_gives_a_timeout_error_within_the_wait(fleet: Flee
 async def test_a_lost_result_is_retried_and_the_command_runs_once(fleet: Fleet) -> None:
     device, sim = await fleet.run("door_lock", faults=Faults(drop_results=1.0))
     task = asyncio.create_task(
-        fleet.api.post(
-            f"/v1/devices/{device['id']}/commands",
-            params={"wait": 8},
-            token=fleet.world.tokens["partner_admin"],
-            json={"action": "unlock", "ttl_seconds": 8},
-        )
+        command(fleet, device["id"], {"action": "unlock", "ttl_seconds": 8}, wait=8)
     )
     await eventually(lambda: sim.executed)  # the first copy ran; its result was lost
     sim.faults.drop_results = 0.0  # the next copy's result gets through
-    attempt = (await task).json()
+    attempt = await task
     assert attempt["status"] == "success"
     assert attempt["send_count"] >= 2
     assert len(sim.executed) == 1  # the repeat was answered from memory, not executed
@@ -109,13 +106,7 @@ async def test_busy_with_a_repeated_command_does_not_end_it_and_the_success_coun
     """A slow actuator answers the resent copy with busy (section 4); the attempt goes on
     and ends with the device's real result."""
     device, sim = await fleet.run("door_lock", faults=Faults(actuation_seconds=3.0))
-    response = await fleet.api.post(
-        f"/v1/devices/{device['id']}/commands",
-        params={"wait": 10},
-        token=fleet.world.tokens["partner_admin"],
-        json={"action": "unlock", "ttl_seconds": 10},
-    )
-    attempt = response.json()
+    attempt = await command(fleet, device["id"], {"action": "unlock", "ttl_seconds": 10}, wait=10)
     assert attempt["status"] == "success", attempt
     assert attempt["error"] is None
     assert attempt["send_count"] >= 2  # it was resent, and the repeat answered busy
@@ -124,13 +115,7 @@ async def test_busy_with_a_repeated_command_does_not_end_it_and_the_success_coun
 
 async def test_a_device_failure_is_an_error_with_its_code(fleet: Fleet) -> None:
     device, _sim = await fleet.run("door_lock", jammed=True)
-    response = await fleet.api.post(
-        f"/v1/devices/{device['id']}/commands",
-        params={"wait": 5},
-        token=fleet.world.tokens["partner_admin"],
-        json={"action": "lock"},
-    )
-    attempt = response.json()
+    attempt = await command(fleet, device["id"], {"action": "lock"}, wait=5)
     assert attempt["status"] == "error"
     assert attempt["error"] == {
         "type": "device_failed",
@@ -216,13 +201,7 @@ async def test_a_device_refuses_a_command_that_reaches_it_late(fleet: Fleet) -> 
     device, sim = await fleet.run(
         "entrance_reader", faults=Faults(clock_offset=60, stuck_clock=True)
     )
-    response = await fleet.api.post(
-        f"/v1/devices/{device['id']}/commands",
-        params={"wait": 5},
-        token=fleet.world.tokens["partner_admin"],
-        json={"action": "open"},
-    )
-    attempt = response.json()
+    attempt = await command(fleet, device["id"], {"action": "open"}, wait=5)
     assert attempt["status"] == "error"
     assert attempt["error"]["type"] == "device_rejected"
     assert attempt["error"]["code"] == "expired"
