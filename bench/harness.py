@@ -152,6 +152,7 @@ def spawn(
             process = _start(command, stdout=output, stderr=subprocess.STDOUT, **options)
     else:
         process = _start(command, **options)
+    _children[:] = [child for child in _children if child.returncode is None]
     _children.append(process)
     return process
 
@@ -206,8 +207,9 @@ def _leave_nothing_behind() -> None:
         with contextlib.suppress(Exception):
             running.stop()
     for process in list(_children):
-        with contextlib.suppress(Exception):
-            stop_process(process)
+        if process.returncode is None:  # not yet seen ending: its group may hold others
+            with contextlib.suppress(Exception):
+                stop_process(process)
     for child in multiprocessing.active_children():
         child.terminate()
         child.join(timeout=5)
