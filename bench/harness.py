@@ -354,7 +354,9 @@ class Stack:
         return self
 
     def _start_mosquitto(self) -> None:
-        if shutil.which("mosquitto") is None:
+        # Debian installs it in /usr/sbin, which is not on every user's PATH.
+        mosquitto = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/sbin")
+        if mosquitto is None:
             raise SystemExit("needs mosquitto: apt-get install mosquitto")
         self.sesame(
             "broker",
@@ -368,7 +370,7 @@ class Stack:
         )
         conf = self.directory / "mosquitto" / "mosquitto.conf"
         log = self.directory / "mosquitto.log"
-        self._mosquitto = spawn(["mosquitto", "-c", str(conf)], log=log)
+        self._mosquitto = spawn([mosquitto, "-c", str(conf)], log=log)
         (self.directory / "mosquitto.pid").write_text(str(self._mosquitto.pid))
         try:
             _wait_for_port(self.mqtt_port)
