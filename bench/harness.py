@@ -25,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import ctypes
 import json
 import multiprocessing
+import multiprocessing.util  # its exit handler first, so that ours runs before it
 import os
 import re
 import shutil
@@ -133,12 +135,14 @@ _stacks: list[Stack] = []
 _databases: set[str] = set()
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
-    """Linux: SIGTERM this child when the bench dies, even by SIGKILL."""
-    with contextlib.suppress(Exception):
-        import ctypes
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+PR_SET_PDEATHSIG = 1
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec: nothing to import
+    """Linux: SIGTERM this child when the bench dies, even by SIGKILL."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 def spawn(
@@ -158,7 +162,7 @@ def spawn(
 
 
 def _start(command: Sequence[str], **options: Any) -> subprocess.Popen[Any]:
-    if sys.platform == "linux":
+    if _LIBC is not None:
         options.setdefault("preexec_fn", _die_with_parent)
     return subprocess.Popen(list(command), start_new_session=True, **options)
 
