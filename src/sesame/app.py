@@ -44,6 +44,7 @@ from sesame.staff.endpoints import router as staff_router
 log = get_logger("sesame.app")
 
 MAINTENANCE_INTERVAL_SECONDS = 600.0
+STOP_STEP_FLOOR_SECONDS = 0.5
 GC_GEN0_THRESHOLD = 20_000
 
 DESCRIPTION = """\
@@ -136,14 +137,16 @@ def _draining_on_signals(runtime: Runtime) -> Iterator[None]:
 async def _stop_within(
     seconds: float, steps: list[tuple[str, Callable[[], Awaitable[None]]]]
 ) -> None:
-    """Run the stopping steps in order, all of them within ``seconds``: a step still
-    running at the end is cancelled (and logged) rather than waited for, so a stuck
-    peer cannot hold the process."""
+    """Run the stopping steps in order within ``seconds``: a step still running at the
+    end is cancelled (and logged) rather than waited for, so a stuck peer cannot hold
+    the process. Each step after one that overran still gets ``STOP_STEP_FLOOR_SECONDS``:
+    the broker closes even when the workers would not."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     for name, step in steps:
         task = asyncio.ensure_future(step())
-        done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+        budget = max(STOP_STEP_FLOOR_SECONDS, deadline - loop.time())
+        done, _ = await asyncio.wait({task}, timeout=budget)
         if not done:
             task.cancel()
             log.warning("shutdown_step_overran", step=name, budget_seconds=seconds)
