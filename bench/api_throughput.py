@@ -221,6 +221,7 @@ def main() -> None:
     base_env.update(
         {"SESAME_ENV": "development", "SESAME_LOG_LEVEL": "info", "PYTHONPATH": str(ROOT / "src")}
     )
+    base_env["SESAME_MQTT_BIND"] = f"127.0.0.1:{free_port()}"  # not the default, maybe taken
     with tempfile.TemporaryDirectory(prefix="sesame-bench-") as tmp:
         cwd = Path(tmp)
         sqlite_env = {**base_env, "SESAME_DATABASE_URL": f"sqlite+aiosqlite:///{cwd}/bench.db"}

@@ -120,8 +120,9 @@ def run(main: Callable[[], object]) -> None:
         elif isinstance(exc, KeyboardInterrupt):
             message, status = "interrupted by SIGINT", 128 + signal.SIGINT
         else:
-            traceback.print_exc()
-            message, status = f"{type(exc).__name__}: {exc}".strip(), 1
+            traceback.print_exc()  # the whole story (a server's log, say) is on stderr
+            first_line = next(iter(str(exc).splitlines()), "")
+            message, status = f"{type(exc).__name__}: {first_line}".strip(" :"), 1
         sys.stderr.flush()
         failed = {**_FIGURES, "error": f"{_FIGURES.current_step}: {message}"}
         print(json.dumps(failed, sort_keys=True, default=str), flush=True)
