@@ -36,6 +36,9 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import log_tail, record, run, spawn, step, stop_process
+
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_ADMIN_URL = os.environ.get(
     "SESAME_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -82,7 +85,8 @@ class Server:
     def __init__(self, env: dict[str, str], cwd: Path, workers: int) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
+        log = cwd / f"server-{self.port}.log"
+        self.process = spawn(
             [
                 sys.executable,
                 "-m",
@@ -95,21 +99,20 @@ class Server:
             ],
             env=env,
             cwd=cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            log=log,
         )
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.2)
-        raise RuntimeError("server did not start")
+        stop_process(self.process)
+        raise RuntimeError(f"server did not start:\n{log_tail(log)}")
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=20)
+        stop_process(self.process)
 
 
 def wrk(url: str, seconds: int, api_key: str | None) -> dict[str, float]:
@@ -165,6 +168,7 @@ def measure(
     printed = sesame(env, cwd, "demo")
     api_key = re.search(r"(ses_[0-9a-f]{12}_\S+)", printed).group(1)  # type: ignore[union-attr]
     for workers in (1, 2):
+        step(f"{label}, {workers} worker{'s' if workers > 1 else ''}")
         server = Server(env, cwd, workers)
         try:
             sites = httpx.get(
@@ -212,11 +216,12 @@ def main() -> None:
     if missing:
         sys.exit(f"needs {', '.join(missing)}: apt-get install {' '.join(missing)}")
 
-    figures: dict[str, float] = {}
+    figures = record()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("SESAME_")}
     base_env.update(
         {"SESAME_ENV": "development", "SESAME_LOG_LEVEL": "info", "PYTHONPATH": str(ROOT / "src")}
     )
+    base_env["SESAME_MQTT_BIND"] = f"127.0.0.1:{free_port()}"  # not the default, maybe taken
     with tempfile.TemporaryDirectory(prefix="sesame-bench-") as tmp:
         cwd = Path(tmp)
         sqlite_env = {**base_env, "SESAME_DATABASE_URL": f"sqlite+aiosqlite:///{cwd}/bench.db"}
@@ -239,4 +244,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
