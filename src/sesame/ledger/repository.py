@@ -138,9 +138,10 @@ class LedgerRepository(SessionRepository):
         await self.session.flush()
 
     async def record_cosignatures(self, size: int, lines: str, count: int) -> None:
+        """Keep ``lines`` unless the checkpoint already has as many cosignatures."""
         await self.session.execute(
             update(LedgerCheckpoint)
-            .where(LedgerCheckpoint.size == size)
+            .where(LedgerCheckpoint.size == size, LedgerCheckpoint.cosigners < count)
             .values(cosignatures=lines, cosigners=count)
         )
 
@@ -149,11 +150,15 @@ class LedgerRepository(SessionRepository):
         return {row.name: row.size for row in result.scalars()}
 
     async def set_witness_size(self, name: str, size: int) -> None:
+        """Remember that the witness holds ``size``, unless it is known to hold more (an
+        answer to an older request that arrives late)."""
         insert_ = dialect_insert(self.session.get_bind().dialect)
         statement = insert_(LedgerWitnessState).values(name=name, size=size, updated_at=func.now())
         await self.session.execute(
             statement.on_conflict_do_update(
-                index_elements=["name"], set_={"size": size, "updated_at": func.now()}
+                index_elements=["name"],
+                set_={"size": size, "updated_at": func.now()},
+                where=LedgerWitnessState.size < size,
             )
         )
 

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -35,7 +36,7 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
 )
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from sesame.kit.db import write_intent
 from sesame.kit.logging import get_logger
@@ -53,6 +54,7 @@ log = get_logger("sesame.ledger")
 SIGNATURE_SIZE = 64  # Ed25519
 SEQUENCER_LOCK = 0x5E5A_1ED6  # pg advisory lock keys: "sesame ledger"
 CHECKPOINT_LOCK = 0x5E5A_1ED7
+POLL_SECONDS = 0.2  # for what other processes did; this process's own work wakes at once
 
 APPENDED = Counter("sesame_ledger_entries_appended_total", "Entries appended to the ledger")
 LAG = Gauge(
@@ -65,6 +67,18 @@ FAILURES = Counter("sesame_ledger_failures_total", "Ledger work that failed", ["
 REFUSED = Counter(
     "sesame_ledger_inconsistent_total",
     "Checkpoints refused because the stored tree no longer extends the last signed one",
+)
+
+
+SPACING = Histogram(
+    "sesame_ledger_checkpoint_spacing_seconds",
+    "Time from one signed checkpoint to the next (at least the configured interval)",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0, 60.0, 600.0),
+)
+COSIGNED = Histogram(
+    "sesame_ledger_cosigned_seconds",
+    "Time from signing a checkpoint to its quorum of cosignatures",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0),
 )
 
 
@@ -88,11 +102,11 @@ class Ledger:
         self.tree = merkle.Tree()
         self._tree_lock = asyncio.Lock()
         self._signer: Signer | None = None
-        self.appended = asyncio.Event()
         self.witnesses = WitnessPool(runtime.settings)
-        self._last_checkpoint = 0.0
-        self._signed_size = 0
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # the sequencer's: ledger events were committed
+        self._grown = asyncio.Event()  # the sealer's: entries were appended
+        self._signed = asyncio.Event()  # the cosigner's: this process signed a checkpoint
+        self._signed_size = -1
 
     # -- the log's key ------------------------------------------------------------------------
 
@@ -242,7 +256,7 @@ class Ledger:
         APPENDED.inc(appended)
         SIZE.set(size)
         LAG.set(max(0.0, lag))
-        self.appended.set()
+        self._grown.set()
         return appended
 
     # -- signing -------------------------------------------------------------------------------
@@ -283,16 +297,30 @@ class Ledger:
 
     # -- checkpoints -------------------------------------------------------------------------
 
-    async def checkpoint(self) -> LedgerCheckpoint | None:
-        """Sign a checkpoint for the current size if it grew; None if nothing to sign."""
-        signer = await self.signer()
+    async def seal_due(self, interval: float) -> datetime | None:
+        """When the next checkpoint may be signed (perhaps already), or None if the log has
+        not grown since the last one. Read-only: the sealer's plan, checked again by
+        ``checkpoint`` under the lock."""
         async with self.runtime.read_session_factory() as session:
             repository = LedgerRepository(session)
             latest = await repository.latest_checkpoint()
-            if latest is not None:
-                self._signed_size = max(self._signed_size, latest.size)
-                if latest.size >= await repository.size():
-                    return None  # nothing new: no need for the write lock
+            size = await repository.size()
+        if size == 0 or (latest is not None and latest.size >= size):
+            return None
+        last_signed_at = None if latest is None else latest.created_at
+        return next_due(last_signed_at, interval, self.runtime.clock.now())
+
+    async def checkpoint(self, *, interval: float = 0.0) -> LedgerCheckpoint | None:
+        """Sign a checkpoint for the current size if the log grew and the last checkpoint,
+        whichever process signed it, is at least ``interval`` seconds old; None if there
+        is nothing to sign or it is not yet due.
+
+        Both conditions are checked under the checkpoint lock, in the transaction that
+        stores the checkpoint, so however many processes seal, checkpoints are signed
+        once per size, in order of size, at most one per interval."""
+        signer = await self.signer()
+        if await self.seal_due(interval) is None:
+            return None  # nothing new: no need for the write lock
         with write_intent():
             async with self.runtime.session_factory() as session:
                 repository = LedgerRepository(session)
@@ -300,7 +328,10 @@ class Ledger:
                     return None
                 size = await repository.size()
                 latest = await repository.latest_checkpoint()
-                if latest is not None and latest.size >= size:
+                now = self.runtime.clock.now()
+                if latest is not None and (
+                    latest.size >= size or next_due(latest.created_at, interval, now) > now
+                ):
                     return None
                 async with self._tree_lock:
                     await self._sync(repository, size)
@@ -325,17 +356,25 @@ class Ledger:
                     note=note,
                     cosignatures="",
                     cosigners=0,
-                    created_at=self.runtime.clock.now(),
+                    created_at=now,
                 )
                 await repository.add_checkpoint(record)
                 await session.commit()
+        if latest is not None:
+            SPACING.observe(max(0.0, (now - latest.created_at).total_seconds()))
+        self._signed_size = size
+        self._signed.set()
         log.info("ledger_checkpoint_signed", size=size)
         return record
 
     async def cosign(self, record: LedgerCheckpoint) -> int:
-        """Ask every witness to cosign; store what verified. Returns how many did."""
+        """Ask every witness to cosign; store what verified. Returns how many did.
+
+        What is stored never goes backwards: a witness's size only grows, and a checkpoint
+        keeps the larger of two sets of cosignatures (two processes may ask at once)."""
         if not self.witnesses.configured:
             return 0
+        await self.synced(record.size)  # the proofs come from this process's tree
         async with self.runtime.read_session_factory() as session:
             sizes = await LedgerRepository(session).witness_sizes()
 
@@ -363,56 +402,40 @@ class Ledger:
             )
         return None if record is None else record.note + record.cosignatures
 
-    # -- the loop ------------------------------------------------------------------------------
+    # -- the loops -----------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Append, checkpoint and collect cosignatures for as long as the process lives.
 
-        A checkpoint short of its quorum (a witness was down) is offered again with
-        exponential backoff and jitter until it has it or a newer checkpoint replaces it;
-        on start-up the newest checkpoint is picked up if it lacks its quorum."""
-        interval = self.runtime.settings.ledger_checkpoint_interval_seconds
-        quorum = self.runtime.settings.ledger_quorum
+        Three loops, so that none waits for another's slow step:
+
+        - the **sequencer** appends when this process commits ledger events (``poke``) and
+          every ``POLL_SECONDS`` for other processes' commits;
+        - the **sealer** wakes when entries are appended and signs a checkpoint at once if
+          the last one is at least an interval old, else when it will be;
+        - the **cosigner** asks the witnesses (all at once, each with a timeout) to cosign
+          the newest checkpoint this process signed, while the sealer goes on.
+
+        So an entry appended at *t* is in a checkpoint signed by *t + I + S* (interval,
+        signing time) and served by *t + I + S + W* (the witnesses' round trip) while
+        *W ≤ I*; a slower witness adds at most one more round trip. A checkpoint short of
+        its quorum is retried with backoff and jitter — the newest one, never one a newer
+        checkpoint replaced; on start-up, and when the process that signed it seems gone,
+        the newest checkpoint is picked up if it lacks its quorum."""
+        async with asyncio.TaskGroup() as loops:
+            loops.create_task(self._sequence_loop())
+            loops.create_task(self._seal_loop())
+            if self.witnesses.configured:
+                loops.create_task(self._cosign_loop())
+
+    async def _sequence_loop(self) -> None:
         failures = 0
-        uncosigned: LedgerCheckpoint | None = None
-        cosign_attempts = 0
-        cosign_due = 0.0
-        if self.witnesses.configured:
-            async with self.runtime.read_session_factory() as session:
-                latest = await LedgerRepository(session).latest_checkpoint()
-            if latest is not None and latest.cosigners < quorum:
-                uncosigned = latest
         while True:
+            self._wake.clear()
             try:
                 while await self.append_batch() > 0:
                     pass
-                started = time.monotonic()
-                if started - self._last_checkpoint >= interval:
-                    record = await self.checkpoint()
-                    if record is not None:
-                        self._last_checkpoint = started  # start to start: a steady beat
-                        self._signed_size = record.size
-                        uncosigned, cosign_attempts, cosign_due = record, 0, 0.0
-                if uncosigned is not None and time.monotonic() >= cosign_due:
-                    asked = time.monotonic()
-                    if not self.witnesses.configured or await self.cosign(uncosigned) >= quorum:
-                        log.info(
-                            "ledger_checkpoint_served",
-                            size=uncosigned.size,
-                            signing_ms=round((asked - started) * 1000, 1),
-                            cosigning_ms=round((time.monotonic() - asked) * 1000, 1),
-                        )
-                        uncosigned = None
-                    else:
-                        cosign_attempts += 1
-                        cosign_due = time.monotonic() + backoff(cosign_attempts)
                 failures = 0
-            except LedgerInconsistent as exc:
-                FAILURES.labels("consistency").inc()
-                log.error("ledger_inconsistent", error=str(exc))
-                failures += 1
-                with contextlib.suppress(Exception):
-                    await self.measure_lag()
             except Exception as exc:
                 FAILURES.labels("append").inc()
                 log.warning(
@@ -421,19 +444,104 @@ class Ledger:
                 failures += 1
                 with contextlib.suppress(Exception):
                     await self.measure_lag()
+            await _wait(self._wake, backoff(failures) if failures else POLL_SECONDS)
+
+    async def _seal_loop(self) -> None:
+        interval = self.runtime.settings.ledger_checkpoint_interval_seconds
+        failures = 0
+        while True:
+            self._grown.clear()
+            delay = POLL_SECONDS
+            try:
+                due = await self.seal_due(interval)
+                if due is not None:
+                    delay = (due - self.runtime.clock.now()).total_seconds()
+                    if delay <= 0:
+                        # Signed, or another process holds the lock: look again shortly.
+                        delay = 0 if await self.checkpoint(interval=interval) else interval / 4
+                failures = 0
+            except LedgerInconsistent as exc:
+                FAILURES.labels("consistency").inc()
+                log.error("ledger_inconsistent", error=str(exc))
+                failures += 1
+            except Exception as exc:
+                FAILURES.labels("checkpoint").inc()
+                log.warning(
+                    "ledger_checkpoint_failed", error_type=type(exc).__name__, error=str(exc)[:300]
+                )
+                failures += 1
             if failures:
                 delay = backoff(failures)
-            elif self.tree.size > self._signed_size:  # sign as soon as the interval allows
-                delay = max(0.0, self._last_checkpoint + interval - time.monotonic())
-            else:
-                delay = 0.2  # or sooner: commits of ledger events poke the loop
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            self._wake.clear()
+            if delay > 0:
+                await _wait(self._grown, delay)
+
+    async def _cosign_loop(self) -> None:
+        quorum = self.runtime.settings.ledger_quorum
+        orphaned_after = timedelta(
+            seconds=2 * self.witnesses.timeout
+            + self.runtime.settings.ledger_checkpoint_interval_seconds
+        )
+        attempts = 0
+        adopt = True  # on start-up, the newest checkpoint, whoever signed it
+        while True:
+            self._signed.clear()
+            delay = backoff(attempts) if attempts else POLL_SECONDS * 5
+            try:
+                async with self.runtime.read_session_factory() as session:
+                    newest = await LedgerRepository(session).latest_checkpoint()
+                if newest is None or newest.cosigners >= quorum:
+                    attempts = 0
+                elif (
+                    adopt
+                    or attempts  # a retry: of the newest checkpoint, whoever signed it
+                    or newest.size == self._signed_size
+                    or self.runtime.clock.now() - newest.created_at >= orphaned_after
+                ):
+                    asked = time.monotonic()
+                    cosigners = await self.cosign(newest)
+                    if cosigners >= quorum:
+                        took = self.runtime.clock.now() - newest.created_at
+                        COSIGNED.observe(max(0.0, took.total_seconds()))
+                        log.info(
+                            "ledger_checkpoint_served",
+                            size=newest.size,
+                            cosigning_ms=round((time.monotonic() - asked) * 1000, 1),
+                        )
+                        attempts, delay = 0, 0  # a newer checkpoint may be waiting
+                    else:
+                        attempts += 1
+                        delay = backoff(attempts)
+                adopt = False
+            except Exception as exc:
+                FAILURES.labels("cosign").inc()
+                log.warning(
+                    "ledger_cosign_failed", error_type=type(exc).__name__, error=str(exc)[:300]
+                )
+                attempts += 1
+                delay = backoff(attempts)
+            if delay > 0:
+                await _wait(self._signed, delay)
 
     def poke(self) -> None:
-        """New ledger events were committed in this process: append without waiting."""
+        """New ledger events were committed in this process (or the clock moved): append
+        and look at the checkpoint schedule without waiting."""
         self._wake.set()
+        self._grown.set()
+
+
+def next_due(last_signed_at: datetime | None, interval: float, now: datetime) -> datetime:
+    """When the next checkpoint may be signed: ``interval`` seconds after the last one, or
+    now if there was none — or if the last one is in the future (the clock was set back),
+    which must not stop checkpoints until the clock catches up."""
+    if last_signed_at is None or last_signed_at > now:
+        return now
+    return last_signed_at + timedelta(seconds=interval)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Until ``event`` is set or ``seconds`` pass."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout=seconds)
 
 
 def backoff(attempt: int) -> float:
