@@ -107,6 +107,8 @@ class Ledger:
         self._grown = asyncio.Event()  # the sealer's: entries were appended
         self._signed = asyncio.Event()  # the cosigner's: this process signed a checkpoint
         self._signed_size = -1
+        # When the sealer means to sign the next checkpoint; None: nothing new to sign.
+        self.next_checkpoint_at: datetime | None = None
 
     # -- the log's key ------------------------------------------------------------------------
 
@@ -318,9 +320,13 @@ class Ledger:
         Both conditions are checked under the checkpoint lock, in the transaction that
         stores the checkpoint, so however many processes seal, checkpoints are signed
         once per size, in order of size, at most one per interval."""
-        signer = await self.signer()
         if await self.seal_due(interval) is None:
             return None  # nothing new: no need for the write lock
+        return await self._sign(interval)
+
+    async def _sign(self, interval: float) -> LedgerCheckpoint | None:
+        """``checkpoint`` without the read-only look first, for the sealer, which just had it."""
+        signer = await self.signer()
         with write_intent():
             async with self.runtime.session_factory() as session:
                 repository = LedgerRepository(session)
@@ -453,12 +459,12 @@ class Ledger:
             self._grown.clear()
             delay = POLL_SECONDS
             try:
-                due = await self.seal_due(interval)
+                due = self.next_checkpoint_at = await self.seal_due(interval)
                 if due is not None:
                     delay = (due - self.runtime.clock.now()).total_seconds()
                     if delay <= 0:
                         # Signed, or another process holds the lock: look again shortly.
-                        delay = 0 if await self.checkpoint(interval=interval) else interval / 4
+                        delay = 0 if await self._sign(interval) else interval / 4
                 failures = 0
             except LedgerInconsistent as exc:
                 FAILURES.labels("consistency").inc()
@@ -475,52 +481,59 @@ class Ledger:
             if delay > 0:
                 await _wait(self._grown, delay)
 
-    async def _cosign_loop(self) -> None:
+    async def cosign_newest(self, *, retry: bool = False, adopt: bool = False) -> bool | None:
+        """One cosigning step: ask the witnesses to cosign the newest checkpoint if it lacks
+        its quorum and is this process's to ask for — signed here, or ``adopt`` (start-up),
+        or ``retry``, or left alone for a while (its process seems gone). True if it now
+        has its quorum, False if not, None if there was nothing to ask for.
+
+        Only ever the newest: a checkpoint that a newer one replaced is never offered
+        again (a witness that cosigned the newer one would refuse it anyway)."""
         quorum = self.runtime.settings.ledger_quorum
-        orphaned_after = timedelta(
-            seconds=2 * self.witnesses.timeout
-            + self.runtime.settings.ledger_checkpoint_interval_seconds
+        async with self.runtime.read_session_factory() as session:
+            newest = await LedgerRepository(session).latest_checkpoint()
+        if newest is None or newest.cosigners >= quorum:
+            return None
+        orphaned_after = 2 * self.witnesses.timeout + (
+            self.runtime.settings.ledger_checkpoint_interval_seconds
         )
+        age = (self.runtime.clock.now() - newest.created_at).total_seconds()
+        if not (adopt or retry or newest.size == self._signed_size or age >= orphaned_after):
+            return None
+        asked = time.monotonic()
+        if await self.cosign(newest) < quorum:
+            return False
+        COSIGNED.observe(max(0.0, (self.runtime.clock.now() - newest.created_at).total_seconds()))
+        log.info(
+            "ledger_checkpoint_served",
+            size=newest.size,
+            cosigning_ms=round((time.monotonic() - asked) * 1000, 1),
+        )
+        return True
+
+    async def _cosign_loop(self) -> None:
         attempts = 0
         adopt = True  # on start-up, the newest checkpoint, whoever signed it
         while True:
             self._signed.clear()
-            delay = backoff(attempts) if attempts else POLL_SECONDS * 5
             try:
-                async with self.runtime.read_session_factory() as session:
-                    newest = await LedgerRepository(session).latest_checkpoint()
-                if newest is None or newest.cosigners >= quorum:
-                    attempts = 0
-                elif (
-                    adopt
-                    or attempts  # a retry: of the newest checkpoint, whoever signed it
-                    or newest.size == self._signed_size
-                    or self.runtime.clock.now() - newest.created_at >= orphaned_after
-                ):
-                    asked = time.monotonic()
-                    cosigners = await self.cosign(newest)
-                    if cosigners >= quorum:
-                        took = self.runtime.clock.now() - newest.created_at
-                        COSIGNED.observe(max(0.0, took.total_seconds()))
-                        log.info(
-                            "ledger_checkpoint_served",
-                            size=newest.size,
-                            cosigning_ms=round((time.monotonic() - asked) * 1000, 1),
-                        )
-                        attempts, delay = 0, 0  # a newer checkpoint may be waiting
-                    else:
-                        attempts += 1
-                        delay = backoff(attempts)
+                served = await self.cosign_newest(retry=attempts > 0, adopt=adopt)
                 adopt = False
             except Exception as exc:
                 FAILURES.labels("cosign").inc()
                 log.warning(
                     "ledger_cosign_failed", error_type=type(exc).__name__, error=str(exc)[:300]
                 )
+                served = False
+            if served:
+                attempts = 0
+                continue  # a newer checkpoint may be waiting
+            if served is None:
+                attempts, delay = 0, POLL_SECONDS * 5
+            else:
                 attempts += 1
                 delay = backoff(attempts)
-            if delay > 0:
-                await _wait(self._signed, delay)
+            await _wait(self._signed, delay)
 
     def poke(self) -> None:
         """New ledger events were committed in this process (or the clock moved): append
