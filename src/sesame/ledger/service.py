@@ -6,11 +6,12 @@
   and hashes them, and in *one* transaction inserts the entries, the new full nodes and
   the new cursor. A crash before the commit appends nothing; after it, everything; the
   outbox id is unique among entries, so nothing is appended twice.
-- **Checkpoints.** When the tree has grown (at most every
-  ``SESAME_LEDGER_CHECKPOINT_INTERVAL_SECONDS``), the new root is signed — only after a
-  consistency proof from the last signed checkpoint, computed from the stored nodes,
-  verifies against that checkpoint's root. A tree rewritten under the log is thereby
-  refused instead of signed. Witnesses are then asked to cosign.
+- **Checkpoints.** As soon as the tree has grown, and at most once per
+  ``SESAME_LEDGER_CHECKPOINT_INTERVAL_SECONDS`` across all processes, the new root is
+  signed — only after a consistency proof from the last signed checkpoint, computed from
+  the stored nodes, verifies against that checkpoint's root. A tree rewritten under the
+  log is thereby refused instead of signed. Witnesses are then asked to cosign, beside
+  the signing of the next checkpoint (see ``Ledger.run`` for the latency this gives).
 - **Proofs** come from the full nodes held in memory by every serving process and
   brought up to date from the database on demand.
 
