@@ -71,6 +71,9 @@ class Witnesses(httpx.AsyncBaseTransport):
             for name, signer in self.signers.items()
         ]
 
+    def signers_names(self) -> set[str]:
+        return {signer.name for signer in self.signers.values()}
+
     def trust(self, log_key: Verifier) -> None:
         """Start the witnesses, trusting the log's key."""
         for name, signer in self.signers.items():
@@ -344,3 +347,30 @@ async def test_a_checkpoint_its_process_left_uncosigned_is_picked_up(
         for each in (ledger, other):
             await each.witnesses.close()
             await each.runtime.close()
+
+
+async def test_a_witness_slower_than_the_quorum_delays_nothing(url: str, tmp_path: Path) -> None:
+    """With two of three witnesses enough, a checkpoint is served once two have cosigned;
+    the third's cosignature is added when it comes."""
+    clock = FrozenClock(START)
+    witnesses = Witnesses(tmp_path, ["w1", "w2", "w3"])
+    runtime, ledger = await start(url, clock, witnesses)  # quorum: a majority
+    witnesses.hold("w3")
+    async with running(ledger):
+        await emit(runtime, ledger)
+        await eventually(served(ledger, 1))
+        first = await sized(runtime, 1)()
+        assert first.cosigners == 2
+        assert witnesses.waiting["w3"] == 1
+
+        witnesses.release("w3")
+        await eventually(lambda: _cosigners(runtime, 1, 3))
+        note = await ledger.served_checkpoint()
+        assert note is not None
+        names = {line.split(" ")[1] for line in note.split("\n\n", 1)[1].splitlines()}
+        assert names == {first.note.split("\n")[0], *witnesses.signers_names()}
+
+
+async def _cosigners(runtime: Runtime, size: int, count: int) -> bool:
+    checkpoint = await sized(runtime, size)()
+    return checkpoint is not None and checkpoint.cosigners == count

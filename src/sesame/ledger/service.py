@@ -45,7 +45,7 @@ from sesame.kit.retry import backoff_delay
 from sesame.ledger import entries, merkle
 from sesame.ledger.note import Checkpoint, Signer, Verifier, sign_checkpoint
 from sesame.ledger.repository import LedgerRepository
-from sesame.ledger.witnesses import WitnessPool
+from sesame.ledger.witnesses import Outcome, WitnessPool
 from sesame.models import LedgerCheckpoint, LedgerKey
 from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime
@@ -375,10 +375,12 @@ class Ledger:
         return record
 
     async def cosign(self, record: LedgerCheckpoint) -> int:
-        """Ask every witness to cosign; store what verified. Returns how many did.
+        """Ask every witness to cosign; store what verified. Returns how many cosignatures
+        the checkpoint has, once its quorum has answered (or every witness has): the
+        answers of witnesses slower than the quorum are stored when they come.
 
-        What is stored never goes backwards: a witness's size only grows, and a checkpoint
-        keeps the larger of two sets of cosignatures (two processes may ask at once)."""
+        What is stored never goes backwards: a witness's size only grows, and cosignatures
+        are only ever added (two processes may ask at once)."""
         if not self.witnesses.configured:
             return 0
         await self.synced(record.size)  # the proofs come from this process's tree
@@ -389,17 +391,34 @@ class Ledger:
             async with self._tree_lock:
                 return self.tree.consistency_proof(old, record.size)
 
-        results = await self.witnesses.cosign(record.note, record.size, sizes, proof)
-        lines = "".join(result.line for result in results if result.line)
-        async with self.runtime.session_factory() as session:
-            repository = LedgerRepository(session)
-            for result in results:
-                if result.size is not None:
-                    await repository.set_witness_size(result.name, result.size)
-            if lines:
-                await repository.record_cosignatures(record.size, lines, lines.count("\n"))
-            await session.commit()
-        return lines.count("\n")
+        async def store(outcomes: list[Outcome]) -> int:
+            with write_intent():
+                async with self.runtime.session_factory() as session:
+                    repository = LedgerRepository(session)
+                    for outcome in outcomes:
+                        if outcome.size is not None:
+                            await repository.set_witness_size(outcome.name, outcome.size)
+                    count = await repository.add_cosignatures(
+                        record.size, [o.line for o in outcomes if o.line]
+                    )
+                    await session.commit()
+            return count
+
+        async def late(outcome: Outcome) -> None:
+            try:
+                await store([outcome])
+            except Exception as exc:  # the quorum is stored; this one is a bonus
+                log.warning("ledger_late_cosignature_lost", error_type=type(exc).__name__)
+
+        outcomes = await self.witnesses.cosign(
+            record.note,
+            record.size,
+            sizes,
+            proof,
+            enough=self.runtime.settings.ledger_quorum,
+            late=late,
+        )
+        return await store(outcomes)
 
     async def served_checkpoint(self) -> str | None:
         """The newest checkpoint with enough cosignatures, as a note with all of them."""

@@ -30,6 +30,7 @@ from sesame.settings import Settings
 log = get_logger("sesame.ledger.witnesses")
 
 ProofFor = Callable[[int], Awaitable[list[bytes]]]
+Late = Callable[["Outcome"], Awaitable[None]]
 
 ROUND_TRIP = Histogram(
     "sesame_ledger_witness_round_trip_seconds",
@@ -66,8 +67,13 @@ class WitnessPool:
         self.timeout = settings.ledger_witness_timeout_seconds
         self._transport = transport  # tests: witnesses in process
         self._client: httpx.AsyncClient | None = None  # kept: connections are reused
+        self._late: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
+        for task in list(self._late):
+            task.cancel()
+        if self._late:
+            await asyncio.gather(*self._late, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -81,8 +87,19 @@ class WitnessPool:
         return [w.verifier for w in self.witnesses]
 
     async def cosign(
-        self, note: str, size: int, sizes: dict[str, int], proof_for: ProofFor
+        self,
+        note: str,
+        size: int,
+        sizes: dict[str, int],
+        proof_for: ProofFor,
+        *,
+        enough: int | None = None,
+        late: Late | None = None,
     ) -> list[Outcome]:
+        """Every witness's outcome, once each has answered or timed out — or, with
+        ``enough``, as soon as that many cosigned: a witness slower than the quorum then
+        delays nothing, and its outcome goes to ``late`` when it comes (within its
+        timeout, like any other)."""
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.timeout, transport=self._transport)
         client = self._client
@@ -97,7 +114,26 @@ class WitnessPool:
                 log.warning("witness_timed_out", witness=witness.name, seconds=self.timeout)
                 return Outcome(witness.name, None, None)
 
-        return list(await asyncio.gather(*(ask(w) for w in self.witnesses)))
+        pending = {asyncio.create_task(ask(w)) for w in self.witnesses}
+        outcomes: list[Outcome] = []
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            outcomes += [task.result() for task in done]
+            if enough is not None and sum(1 for o in outcomes if o.line) >= enough:
+                break
+        for task in pending:
+            self._follow(task, late)
+        return outcomes
+
+    def _follow(self, task: asyncio.Task[Outcome], late: Late | None) -> None:
+        async def follow() -> None:
+            outcome = await task
+            if late is not None:
+                await late(outcome)
+
+        follower = asyncio.create_task(follow())
+        self._late.add(follower)
+        follower.add_done_callback(self._late.discard)
 
     async def _ask(
         self,
