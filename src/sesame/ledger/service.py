@@ -106,6 +106,7 @@ class Ledger:
         self.witnesses = WitnessPool(runtime.settings)
         self._wake = asyncio.Event()  # the sequencer's: ledger events were committed
         self._grown = asyncio.Event()  # the sealer's: entries were appended
+        self._replan = asyncio.Event()  # the sealer's: look at the schedule again
         self._signed = asyncio.Event()  # the cosigner's: this process signed a checkpoint
         self._signed_size = -1
         # When the sealer means to sign the next checkpoint; None: nothing new to sign.
@@ -477,11 +478,13 @@ class Ledger:
         failures = 0
         while True:
             self._grown.clear()
-            delay = POLL_SECONDS
+            self._replan.clear()
+            delay, wake = POLL_SECONDS, self._grown
             try:
                 due = self.next_checkpoint_at = await self.seal_due(interval)
                 if due is not None:
-                    delay = (due - self.runtime.clock.now()).total_seconds()
+                    # Something to sign: more appends change nothing until it is due.
+                    delay, wake = (due - self.runtime.clock.now()).total_seconds(), self._replan
                     if delay <= 0:
                         # Signed, or another process holds the lock: look again shortly.
                         delay = 0 if await self._sign(interval) else interval / 4
@@ -499,7 +502,7 @@ class Ledger:
             if failures:
                 delay = backoff(failures)
             if delay > 0:
-                await _wait(self._grown, delay)
+                await _wait(wake, delay)
 
     async def cosign_newest(self, *, retry: bool = False, adopt: bool = False) -> bool | None:
         """One cosigning step: ask the witnesses to cosign the newest checkpoint if it lacks
@@ -560,6 +563,7 @@ class Ledger:
         and look at the checkpoint schedule without waiting."""
         self._wake.set()
         self._grown.set()
+        self._replan.set()
 
 
 def next_due(last_signed_at: datetime | None, interval: float, now: datetime) -> datetime:
