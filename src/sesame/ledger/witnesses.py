@@ -116,11 +116,16 @@ class WitnessPool:
 
         pending = {asyncio.create_task(ask(w)) for w in self.witnesses}
         outcomes: list[Outcome] = []
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            outcomes += [task.result() for task in done]
-            if enough is not None and sum(1 for o in outcomes if o.line) >= enough:
-                break
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                outcomes += [task.result() for task in done]
+                if enough is not None and sum(1 for o in outcomes if o.line) >= enough:
+                    break
+        except BaseException:  # cancelled: so are the requests
+            for task in pending:
+                task.cancel()
+            raise
         for task in pending:
             self._follow(task, late)
         return outcomes
