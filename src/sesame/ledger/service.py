@@ -102,6 +102,9 @@ class Ledger:
         self.runtime = runtime
         self.tree = merkle.Tree()
         self._tree_lock = asyncio.Lock()
+        # The ledger's own write transactions take turns here, in order, rather than
+        # through SQLite's busy handler, which sleeps and retries (up to 100 ms a time).
+        self._writing = asyncio.Lock()
         self._signer: Signer | None = None
         self.witnesses = WitnessPool(runtime.settings)
         self._wake = asyncio.Event()  # the sequencer's: ledger events were committed
@@ -197,7 +200,7 @@ class Ledger:
         signer = await self.signer()
         appended = 0
         with write_intent():
-            async with self.runtime.session_factory() as session:
+            async with self._writing, self.runtime.session_factory() as session:
                 repository = LedgerRepository(session)
                 if not await repository.try_lock(SEQUENCER_LOCK):
                     return 0  # another process is sequencing
@@ -330,7 +333,7 @@ class Ledger:
         """``checkpoint`` without the read-only look first, for the sealer, which just had it."""
         signer = await self.signer()
         with write_intent():
-            async with self.runtime.session_factory() as session:
+            async with self._writing, self.runtime.session_factory() as session:
                 repository = LedgerRepository(session)
                 if not await repository.try_lock(CHECKPOINT_LOCK):
                     return None
@@ -384,7 +387,8 @@ class Ledger:
         are only ever added (two processes may ask at once)."""
         if not self.witnesses.configured:
             return 0
-        await self.synced(record.size)  # the proofs come from this process's tree
+        if self.tree.size < record.size:
+            await self.synced(record.size)  # the proofs come from this process's tree
         async with self.runtime.read_session_factory() as session:
             sizes = await LedgerRepository(session).witness_sizes()
 
@@ -394,7 +398,7 @@ class Ledger:
 
         async def store(outcomes: list[Outcome]) -> int:
             with write_intent():
-                async with self.runtime.session_factory() as session:
+                async with self._writing, self.runtime.session_factory() as session:
                     repository = LedgerRepository(session)
                     for outcome in outcomes:
                         if outcome.size is not None:
