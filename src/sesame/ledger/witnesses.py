@@ -132,7 +132,11 @@ class WitnessPool:
 
     def _follow(self, task: asyncio.Task[Outcome], late: Late | None) -> None:
         async def follow() -> None:
-            outcome = await task
+            try:
+                outcome = await task
+            except Exception as exc:  # as in a round: logged, and asked again later
+                log.warning("witness_failed", error_type=type(exc).__name__)
+                return
             if late is not None:
                 await late(outcome)
 
