@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, func, insert, select
 
 from sesame.kit.db import dialect_insert
 from sesame.kit.repository import SessionRepository
@@ -19,6 +19,12 @@ from sesame.models import (
     LedgerState,
     LedgerWitnessState,
 )
+
+
+def _signer_name(line: str) -> str:
+    """The key name of a signature line, ``— <name> <base64>``."""
+    return line.split(" ", 2)[1]
+
 
 ENTRIES = cast(Table, LedgerEntry.__table__)
 NODES = cast(Table, LedgerNode.__table__)
@@ -137,23 +143,41 @@ class LedgerRepository(SessionRepository):
         self.session.add(checkpoint)
         await self.session.flush()
 
-    async def record_cosignatures(self, size: int, lines: str, count: int) -> None:
-        await self.session.execute(
-            update(LedgerCheckpoint)
-            .where(LedgerCheckpoint.size == size)
-            .values(cosignatures=lines, cosigners=count)
-        )
+    async def add_cosignatures(self, size: int, lines: Sequence[str]) -> int:
+        """Add witnesses' cosignature lines to the checkpoint of ``size``, at most one per
+        witness (the first kept), so answers arriving in any order, from any process, only
+        ever add; returns how many it has. In a write transaction (``write_intent``)."""
+        statement = select(LedgerCheckpoint).where(LedgerCheckpoint.size == size)
+        if self.is_postgres:
+            statement = statement.with_for_update()
+        record = (await self.session.execute(statement)).scalar_one_or_none()
+        if record is None:
+            return 0
+        kept = record.cosignatures.splitlines(keepends=True)
+        names = {_signer_name(line) for line in kept}
+        for line in lines:
+            if _signer_name(line) not in names:
+                kept.append(line)
+                names.add(_signer_name(line))
+        if len(kept) != record.cosigners:
+            record.cosignatures, record.cosigners = "".join(kept), len(kept)
+            await self.session.flush()
+        return len(kept)
 
     async def witness_sizes(self) -> dict[str, int]:
         result = await self.session.execute(select(LedgerWitnessState))
         return {row.name: row.size for row in result.scalars()}
 
     async def set_witness_size(self, name: str, size: int) -> None:
+        """Remember that the witness holds ``size``, unless it is known to hold more (an
+        answer to an older request that arrives late)."""
         insert_ = dialect_insert(self.session.get_bind().dialect)
         statement = insert_(LedgerWitnessState).values(name=name, size=size, updated_at=func.now())
         await self.session.execute(
             statement.on_conflict_do_update(
-                index_elements=["name"], set_={"size": size, "updated_at": func.now()}
+                index_elements=["name"],
+                set_={"size": size, "updated_at": func.now()},
+                where=LedgerWitnessState.size < size,
             )
         )
 

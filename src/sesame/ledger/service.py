@@ -6,11 +6,12 @@
   and hashes them, and in *one* transaction inserts the entries, the new full nodes and
   the new cursor. A crash before the commit appends nothing; after it, everything; the
   outbox id is unique among entries, so nothing is appended twice.
-- **Checkpoints.** When the tree has grown (at most every
-  ``SESAME_LEDGER_CHECKPOINT_INTERVAL_SECONDS``), the new root is signed — only after a
-  consistency proof from the last signed checkpoint, computed from the stored nodes,
-  verifies against that checkpoint's root. A tree rewritten under the log is thereby
-  refused instead of signed. Witnesses are then asked to cosign.
+- **Checkpoints.** As soon as the tree has grown, and at most once per
+  ``SESAME_LEDGER_CHECKPOINT_INTERVAL_SECONDS`` across all processes, the new root is
+  signed — only after a consistency proof from the last signed checkpoint, computed from
+  the stored nodes, verifies against that checkpoint's root. A tree rewritten under the
+  log is thereby refused instead of signed. Witnesses are then asked to cosign, beside
+  the signing of the next checkpoint (see ``Ledger.run`` for the latency this gives).
 - **Proofs** come from the full nodes held in memory by every serving process and
   brought up to date from the database on demand.
 
@@ -24,6 +25,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -35,7 +37,7 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
 )
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from sesame.kit.db import write_intent
 from sesame.kit.logging import get_logger
@@ -43,7 +45,7 @@ from sesame.kit.retry import backoff_delay
 from sesame.ledger import entries, merkle
 from sesame.ledger.note import Checkpoint, Signer, Verifier, sign_checkpoint
 from sesame.ledger.repository import LedgerRepository
-from sesame.ledger.witnesses import WitnessPool
+from sesame.ledger.witnesses import Outcome, WitnessPool
 from sesame.models import LedgerCheckpoint, LedgerKey
 from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime
@@ -53,6 +55,7 @@ log = get_logger("sesame.ledger")
 SIGNATURE_SIZE = 64  # Ed25519
 SEQUENCER_LOCK = 0x5E5A_1ED6  # pg advisory lock keys: "sesame ledger"
 CHECKPOINT_LOCK = 0x5E5A_1ED7
+POLL_SECONDS = 0.2  # for what other processes did; this process's own work wakes at once
 
 APPENDED = Counter("sesame_ledger_entries_appended_total", "Entries appended to the ledger")
 LAG = Gauge(
@@ -65,6 +68,18 @@ FAILURES = Counter("sesame_ledger_failures_total", "Ledger work that failed", ["
 REFUSED = Counter(
     "sesame_ledger_inconsistent_total",
     "Checkpoints refused because the stored tree no longer extends the last signed one",
+)
+
+
+SPACING = Histogram(
+    "sesame_ledger_checkpoint_spacing_seconds",
+    "Time from one signed checkpoint to the next (at least the configured interval)",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0, 60.0, 600.0),
+)
+COSIGNED = Histogram(
+    "sesame_ledger_cosigned_seconds",
+    "Time from signing a checkpoint to its quorum of cosignatures",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0),
 )
 
 
@@ -87,12 +102,18 @@ class Ledger:
         self.runtime = runtime
         self.tree = merkle.Tree()
         self._tree_lock = asyncio.Lock()
+        # The ledger's own write transactions take turns here, in order, rather than
+        # through SQLite's busy handler, which sleeps and retries (up to 100 ms a time).
+        self._writing = asyncio.Lock()
         self._signer: Signer | None = None
-        self.appended = asyncio.Event()
         self.witnesses = WitnessPool(runtime.settings)
-        self._last_checkpoint = 0.0
-        self._signed_size = 0
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # the sequencer's: ledger events were committed
+        self._grown = asyncio.Event()  # the sealer's: entries were appended
+        self._replan = asyncio.Event()  # the sealer's: look at the schedule again
+        self._signed = asyncio.Event()  # the cosigner's: this process signed a checkpoint
+        self._signed_size = -1
+        # When the sealer means to sign the next checkpoint; None: nothing new to sign.
+        self.next_checkpoint_at: datetime | None = None
 
     # -- the log's key ------------------------------------------------------------------------
 
@@ -179,7 +200,7 @@ class Ledger:
         signer = await self.signer()
         appended = 0
         with write_intent():
-            async with self.runtime.session_factory() as session:
+            async with self._writing, self.runtime.session_factory() as session:
                 repository = LedgerRepository(session)
                 if not await repository.try_lock(SEQUENCER_LOCK):
                     return 0  # another process is sequencing
@@ -242,7 +263,7 @@ class Ledger:
         APPENDED.inc(appended)
         SIZE.set(size)
         LAG.set(max(0.0, lag))
-        self.appended.set()
+        self._grown.set()
         return appended
 
     # -- signing -------------------------------------------------------------------------------
@@ -283,24 +304,45 @@ class Ledger:
 
     # -- checkpoints -------------------------------------------------------------------------
 
-    async def checkpoint(self) -> LedgerCheckpoint | None:
-        """Sign a checkpoint for the current size if it grew; None if nothing to sign."""
-        signer = await self.signer()
+    async def seal_due(self, interval: float) -> datetime | None:
+        """When the next checkpoint may be signed (perhaps already), or None if the log has
+        not grown since the last one. Read-only: the sealer's plan, checked again by
+        ``checkpoint`` under the lock."""
         async with self.runtime.read_session_factory() as session:
             repository = LedgerRepository(session)
             latest = await repository.latest_checkpoint()
-            if latest is not None:
-                self._signed_size = max(self._signed_size, latest.size)
-                if latest.size >= await repository.size():
-                    return None  # nothing new: no need for the write lock
+            size = await repository.size()
+        if size == 0 or (latest is not None and latest.size >= size):
+            return None
+        last_signed_at = None if latest is None else latest.created_at
+        return next_due(last_signed_at, interval, self.runtime.clock.now())
+
+    async def checkpoint(self, *, interval: float = 0.0) -> LedgerCheckpoint | None:
+        """Sign a checkpoint for the current size if the log grew and the last checkpoint,
+        whichever process signed it, is at least ``interval`` seconds old; None if there
+        is nothing to sign or it is not yet due.
+
+        Both conditions are checked under the checkpoint lock, in the transaction that
+        stores the checkpoint, so however many processes seal, checkpoints are signed
+        once per size, in order of size, at most one per interval."""
+        if await self.seal_due(interval) is None:
+            return None  # nothing new: no need for the write lock
+        return await self._sign(interval)
+
+    async def _sign(self, interval: float) -> LedgerCheckpoint | None:
+        """``checkpoint`` without the read-only look first, for the sealer, which just had it."""
+        signer = await self.signer()
         with write_intent():
-            async with self.runtime.session_factory() as session:
+            async with self._writing, self.runtime.session_factory() as session:
                 repository = LedgerRepository(session)
                 if not await repository.try_lock(CHECKPOINT_LOCK):
                     return None
                 size = await repository.size()
                 latest = await repository.latest_checkpoint()
-                if latest is not None and latest.size >= size:
+                now = self.runtime.clock.now()
+                if latest is not None and (
+                    latest.size >= size or next_due(latest.created_at, interval, now) > now
+                ):
                     return None
                 async with self._tree_lock:
                     await self._sync(repository, size)
@@ -325,17 +367,28 @@ class Ledger:
                     note=note,
                     cosignatures="",
                     cosigners=0,
-                    created_at=self.runtime.clock.now(),
+                    created_at=now,
                 )
                 await repository.add_checkpoint(record)
                 await session.commit()
+        if latest is not None:
+            SPACING.observe(max(0.0, (now - latest.created_at).total_seconds()))
+        self._signed_size = size
+        self._signed.set()
         log.info("ledger_checkpoint_signed", size=size)
         return record
 
     async def cosign(self, record: LedgerCheckpoint) -> int:
-        """Ask every witness to cosign; store what verified. Returns how many did."""
+        """Ask every witness to cosign; store what verified. Returns how many cosignatures
+        the checkpoint has, once its quorum has answered (or every witness has): the
+        answers of witnesses slower than the quorum are stored when they come.
+
+        What is stored never goes backwards: a witness's size only grows, and cosignatures
+        are only ever added (two processes may ask at once)."""
         if not self.witnesses.configured:
             return 0
+        if self.tree.size < record.size:
+            await self.synced(record.size)  # the proofs come from this process's tree
         async with self.runtime.read_session_factory() as session:
             sizes = await LedgerRepository(session).witness_sizes()
 
@@ -343,17 +396,34 @@ class Ledger:
             async with self._tree_lock:
                 return self.tree.consistency_proof(old, record.size)
 
-        results = await self.witnesses.cosign(record.note, record.size, sizes, proof)
-        lines = "".join(result.line for result in results if result.line)
-        async with self.runtime.session_factory() as session:
-            repository = LedgerRepository(session)
-            for result in results:
-                if result.size is not None:
-                    await repository.set_witness_size(result.name, result.size)
-            if lines:
-                await repository.record_cosignatures(record.size, lines, lines.count("\n"))
-            await session.commit()
-        return lines.count("\n")
+        async def store(outcomes: list[Outcome]) -> int:
+            with write_intent():
+                async with self._writing, self.runtime.session_factory() as session:
+                    repository = LedgerRepository(session)
+                    for outcome in outcomes:
+                        if outcome.size is not None:
+                            await repository.set_witness_size(outcome.name, outcome.size)
+                    count = await repository.add_cosignatures(
+                        record.size, [o.line for o in outcomes if o.line]
+                    )
+                    await session.commit()
+            return count
+
+        async def late(outcome: Outcome) -> None:
+            try:
+                await store([outcome])
+            except Exception as exc:  # the quorum is stored; this one is a bonus
+                log.warning("ledger_late_cosignature_lost", error_type=type(exc).__name__)
+
+        outcomes = await self.witnesses.cosign(
+            record.note,
+            record.size,
+            sizes,
+            proof,
+            enough=self.runtime.settings.ledger_quorum,
+            late=late,
+        )
+        return await store(outcomes)
 
     async def served_checkpoint(self) -> str | None:
         """The newest checkpoint with enough cosignatures, as a note with all of them."""
@@ -363,56 +433,40 @@ class Ledger:
             )
         return None if record is None else record.note + record.cosignatures
 
-    # -- the loop ------------------------------------------------------------------------------
+    # -- the loops -----------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Append, checkpoint and collect cosignatures for as long as the process lives.
 
-        A checkpoint short of its quorum (a witness was down) is offered again with
-        exponential backoff and jitter until it has it or a newer checkpoint replaces it;
-        on start-up the newest checkpoint is picked up if it lacks its quorum."""
-        interval = self.runtime.settings.ledger_checkpoint_interval_seconds
-        quorum = self.runtime.settings.ledger_quorum
+        Three loops, so that none waits for another's slow step:
+
+        - the **sequencer** appends when this process commits ledger events (``poke``) and
+          every ``POLL_SECONDS`` for other processes' commits;
+        - the **sealer** wakes when entries are appended and signs a checkpoint at once if
+          the last one is at least an interval old, else when it will be;
+        - the **cosigner** asks the witnesses (all at once, each with a timeout) to cosign
+          the newest checkpoint this process signed, while the sealer goes on.
+
+        So an entry appended at *t* is in a checkpoint signed by *t + I + S* (interval,
+        signing time) and served by *t + I + S + W* (the witnesses' round trip) while
+        *W ≤ I*; a slower witness adds at most one more round trip. A checkpoint short of
+        its quorum is retried with backoff and jitter — the newest one, never one a newer
+        checkpoint replaced; on start-up, and when the process that signed it seems gone,
+        the newest checkpoint is picked up if it lacks its quorum."""
+        async with asyncio.TaskGroup() as loops:
+            loops.create_task(self._sequence_loop())
+            loops.create_task(self._seal_loop())
+            if self.witnesses.configured:
+                loops.create_task(self._cosign_loop())
+
+    async def _sequence_loop(self) -> None:
         failures = 0
-        uncosigned: LedgerCheckpoint | None = None
-        cosign_attempts = 0
-        cosign_due = 0.0
-        if self.witnesses.configured:
-            async with self.runtime.read_session_factory() as session:
-                latest = await LedgerRepository(session).latest_checkpoint()
-            if latest is not None and latest.cosigners < quorum:
-                uncosigned = latest
         while True:
+            self._wake.clear()
             try:
                 while await self.append_batch() > 0:
                     pass
-                started = time.monotonic()
-                if started - self._last_checkpoint >= interval:
-                    record = await self.checkpoint()
-                    if record is not None:
-                        self._last_checkpoint = started  # start to start: a steady beat
-                        self._signed_size = record.size
-                        uncosigned, cosign_attempts, cosign_due = record, 0, 0.0
-                if uncosigned is not None and time.monotonic() >= cosign_due:
-                    asked = time.monotonic()
-                    if not self.witnesses.configured or await self.cosign(uncosigned) >= quorum:
-                        log.info(
-                            "ledger_checkpoint_served",
-                            size=uncosigned.size,
-                            signing_ms=round((asked - started) * 1000, 1),
-                            cosigning_ms=round((time.monotonic() - asked) * 1000, 1),
-                        )
-                        uncosigned = None
-                    else:
-                        cosign_attempts += 1
-                        cosign_due = time.monotonic() + backoff(cosign_attempts)
                 failures = 0
-            except LedgerInconsistent as exc:
-                FAILURES.labels("consistency").inc()
-                log.error("ledger_inconsistent", error=str(exc))
-                failures += 1
-                with contextlib.suppress(Exception):
-                    await self.measure_lag()
             except Exception as exc:
                 FAILURES.labels("append").inc()
                 log.warning(
@@ -421,19 +475,114 @@ class Ledger:
                 failures += 1
                 with contextlib.suppress(Exception):
                     await self.measure_lag()
+            await _wait(self._wake, backoff(failures) if failures else POLL_SECONDS)
+
+    async def _seal_loop(self) -> None:
+        interval = self.runtime.settings.ledger_checkpoint_interval_seconds
+        failures = 0
+        while True:
+            self._grown.clear()
+            self._replan.clear()
+            delay, wake = POLL_SECONDS, self._grown
+            try:
+                due = self.next_checkpoint_at = await self.seal_due(interval)
+                if due is not None:
+                    # Something to sign: more appends change nothing until it is due.
+                    delay, wake = (due - self.runtime.clock.now()).total_seconds(), self._replan
+                    if delay <= 0:
+                        # Signed, or another process holds the lock: look again shortly.
+                        delay = 0 if await self._sign(interval) else interval / 4
+                failures = 0
+            except LedgerInconsistent as exc:
+                FAILURES.labels("consistency").inc()
+                log.error("ledger_inconsistent", error=str(exc))
+                failures += 1
+            except Exception as exc:
+                FAILURES.labels("checkpoint").inc()
+                log.warning(
+                    "ledger_checkpoint_failed", error_type=type(exc).__name__, error=str(exc)[:300]
+                )
+                failures += 1
             if failures:
                 delay = backoff(failures)
-            elif self.tree.size > self._signed_size:  # sign as soon as the interval allows
-                delay = max(0.0, self._last_checkpoint + interval - time.monotonic())
+            if delay > 0:
+                await _wait(wake, delay)
+
+    async def cosign_newest(self, *, retry: bool = False, adopt: bool = False) -> bool | None:
+        """One cosigning step: ask the witnesses to cosign the newest checkpoint if it lacks
+        its quorum and is this process's to ask for — signed here, or ``adopt`` (start-up),
+        or ``retry``, or left alone for a while (its process seems gone). True if it now
+        has its quorum, False if not, None if there was nothing to ask for.
+
+        Only ever the newest: a checkpoint that a newer one replaced is never offered
+        again (a witness that cosigned the newer one would refuse it anyway)."""
+        quorum = self.runtime.settings.ledger_quorum
+        async with self.runtime.read_session_factory() as session:
+            newest = await LedgerRepository(session).latest_checkpoint()
+        if newest is None or newest.cosigners >= quorum:
+            return None
+        orphaned_after = 2 * self.witnesses.timeout + (
+            self.runtime.settings.ledger_checkpoint_interval_seconds
+        )
+        age = (self.runtime.clock.now() - newest.created_at).total_seconds()
+        if not (adopt or retry or newest.size == self._signed_size or age >= orphaned_after):
+            return None
+        asked = time.monotonic()
+        if await self.cosign(newest) < quorum:
+            return False
+        COSIGNED.observe(max(0.0, (self.runtime.clock.now() - newest.created_at).total_seconds()))
+        log.info(
+            "ledger_checkpoint_served",
+            size=newest.size,
+            cosigning_ms=round((time.monotonic() - asked) * 1000, 1),
+        )
+        return True
+
+    async def _cosign_loop(self) -> None:
+        attempts = 0
+        adopt = True  # on start-up, the newest checkpoint, whoever signed it
+        while True:
+            self._signed.clear()
+            try:
+                served = await self.cosign_newest(retry=attempts > 0, adopt=adopt)
+                adopt = False
+            except Exception as exc:
+                FAILURES.labels("cosign").inc()
+                log.warning(
+                    "ledger_cosign_failed", error_type=type(exc).__name__, error=str(exc)[:300]
+                )
+                served = False
+            if served:
+                attempts = 0
+                continue  # a newer checkpoint may be waiting
+            if served is None:
+                attempts, delay = 0, POLL_SECONDS * 5
             else:
-                delay = 0.2  # or sooner: commits of ledger events poke the loop
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            self._wake.clear()
+                attempts += 1
+                delay = backoff(attempts)
+            await _wait(self._signed, delay)
 
     def poke(self) -> None:
-        """New ledger events were committed in this process: append without waiting."""
+        """New ledger events were committed in this process (or the clock moved): append
+        and look at the checkpoint schedule without waiting."""
         self._wake.set()
+        self._grown.set()
+        self._replan.set()
+
+
+def next_due(last_signed_at: datetime | None, interval: float, now: datetime) -> datetime:
+    """When the next checkpoint may be signed: ``interval`` seconds after the last one, or
+    now if there was none — or if the last one is in the future (the clock was set back),
+    which must not stop checkpoints until the clock catches up."""
+    if last_signed_at is None or last_signed_at > now:
+        return now
+    return last_signed_at + timedelta(seconds=interval)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Until ``event`` is set or ``seconds`` pass."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout=seconds)
 
 
 def backoff(attempt: int) -> float:
