@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Enum,
+    Integer,
+    String,
+    Table,
+    TextClause,
+    Uuid,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 
-from sesame.kit.db import dialect_insert
+from sesame.kit.db import UTCDateTime, dialect_insert, json_text
 from sesame.kit.repository import CrudRepository, SessionRepository
 from sesame.ledger.entries import TOPICS as LEDGER_TOPICS
 from sesame.models import (
@@ -262,9 +281,15 @@ class NotificationRepository(SessionRepository):
     # -- deliveries ------------------------------------------------------------------------
 
     async def add_deliveries(self, rows: list[dict[str, Any]]) -> int:
-        """Insert deliveries; those already there (same transaction id) are left alone."""
+        """Insert deliveries; those already there (same transaction id) are left alone.
+        On PostgreSQL one statement over arrays of values (a campaign page is a thousand
+        rows: one execution, not a thousand); elsewhere one insert per row."""
         if not rows:
             return 0
+        if self.is_postgres:
+            statement, values = _insert_from_arrays(rows)
+            await self.session.execute(statement, values)
+            return len(rows)
         insert = dialect_insert(self.session.get_bind().dialect)
         table = cast(Table, Delivery.__table__)  # Core: no ORM bookkeeping per row
         statement = insert(table).on_conflict_do_nothing(index_elements=["transaction_id"])
@@ -527,6 +552,64 @@ def _with_destinations(source: Any, columns: Any) -> Any:
         .outerjoin(Destination, Destination.id == columns.destination_id)
         .outerjoin(StaffAccount, StaffAccount.id == columns.staff_id)
         .outerjoin(WebhookEndpoint, WebhookEndpoint.id == columns.webhook_endpoint_id)
+    )
+
+
+def _array_type(column: Column[Any]) -> str:
+    """The PostgreSQL array a column's values travel in (JSON as text, cast on insert)."""
+    kind = column.type
+    if isinstance(kind, Uuid):
+        return "uuid[]"
+    if isinstance(kind, BigInteger):
+        return "int8[]"
+    if isinstance(kind, Integer):
+        return "int4[]"
+    if isinstance(kind, UTCDateTime):
+        return "timestamptz[]"
+    if isinstance(kind, String | Enum | JSON):  # Text and Enum are Strings; JSON as text
+        return "text[]"
+    raise TypeError(f"no array type for {column.name}")  # a new column: add it here
+
+
+def _insert_from_arrays(rows: list[dict[str, Any]]) -> tuple[TextClause, dict[str, Any]]:
+    """``INSERT … SELECT FROM unnest(…)`` for these delivery rows: every column any row
+    names, and those with a Python default (``id``), filled in as the ORM would."""
+    table = cast(Table, Delivery.__table__)
+    named = set().union(*rows)
+    columns = [c for c in table.columns if c.name in named or c.default is not None]
+    values: dict[str, Any] = {}
+    for column in columns:
+        name, fill = column.name, _default_of(column)
+        given = [row[name] if name in row else fill() for row in rows]
+        if isinstance(column.type, JSON):
+            given = [None if v is None else json_text(v) for v in given]
+        values[name] = given
+    names = tuple(c.name for c in columns)
+    return _insert_statement(names, tuple(_array_type(c) for c in columns)), values
+
+
+def _default_of(column: Column[Any]) -> Callable[[], Any]:
+    default = column.default
+    if isinstance(default, CallableColumnDefault):
+        make: Any = default.arg  # SQLAlchemy's wrapper: takes an (unused) execution context
+        return lambda: make(None)
+    if isinstance(default, ScalarElementColumnDefault):
+        value = default.arg
+        return lambda: value
+    return lambda: None
+
+
+@functools.cache
+def _insert_statement(names: tuple[str, ...], types: tuple[str, ...]) -> TextClause:
+    table = cast(Table, Delivery.__table__)
+    picked = ", ".join(
+        f"CAST(v.{n} AS json)" if isinstance(table.c[n].type, JSON) else f"v.{n}" for n in names
+    )
+    arrays = ", ".join(f"CAST(:{n} AS {t})" for n, t in zip(names, types, strict=True))
+    return text(
+        f"INSERT INTO {table.name} ({', '.join(names)}) "  # noqa: S608  (our own column names)
+        f"SELECT {picked} FROM unnest({arrays}) AS v({', '.join(names)}) "
+        "ON CONFLICT (transaction_id) DO NOTHING"
     )
 
 
