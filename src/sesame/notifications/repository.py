@@ -25,6 +25,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
@@ -386,25 +387,30 @@ class NotificationRepository(SessionRepository):
         self, campaign: Campaign, today: date, after: UUID | None, limit: int
     ) -> list[Any]:
         """Residents of the campaign's site or building (a person once, however many
-        units), with their active destinations, by person id after ``after``."""
-        people = (
-            select(Household.person_id)
-            .join(Unit, Unit.id == Household.unit_id)
-            .where(Household.site_id == campaign.site_id, active_on(today))
+        units), with their active destinations, by person id after ``after``: read in
+        the order of the ``(site_id, person_id)`` index, so a page costs a page."""
+        people = select(Household.person_id).where(
+            Household.site_id == campaign.site_id, active_on(today)
         )
         if campaign.building_id is not None:
-            people = people.where(Unit.building_id == campaign.building_id)
+            people = people.join(Unit, Unit.id == Household.unit_id).where(
+                Unit.building_id == campaign.building_id
+            )
         if after is not None:
             people = people.where(Household.person_id > after)
         page = people.distinct().order_by(Household.person_id).limit(limit).subquery()
+        # Each person looked up by key (a LATERAL with a LIMIT is never flattened): joined
+        # plainly, the planner hashes every person of the partner for a page of them.
+        person = select(Person.locale).where(Person.id == page.c.person_id).limit(1).lateral()
         result = await self.session.execute(
-            select(Person.id, Person.locale, Destination.id, Destination.kind)
-            .join(page, page.c.person_id == Person.id)
+            select(page.c.person_id, person.c.locale, Destination.id, Destination.kind)
+            .select_from(page)
+            .join(person, true())
             .outerjoin(
                 Destination,
-                and_(Destination.person_id == Person.id, Destination.active.is_(True)),
+                and_(Destination.person_id == page.c.person_id, Destination.active.is_(True)),
             )
-            .order_by(Person.id)
+            .order_by(page.c.person_id)
         )
         return list(result.all())
 
