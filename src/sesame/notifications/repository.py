@@ -399,13 +399,18 @@ class NotificationRepository(SessionRepository):
         if after is not None:
             people = people.where(Household.person_id > after)
         page = people.distinct().order_by(Household.person_id).limit(limit).subquery()
-        # Each person looked up by key (a LATERAL with a LIMIT is never flattened): joined
-        # plainly, the planner hashes every person of the partner for a page of them.
-        person = select(Person.locale).where(Person.id == page.c.person_id).limit(1).lateral()
+        person: Any = Person
+        joined: Any = Person.id == page.c.person_id
+        locale: Any = Person.locale
+        if self.is_postgres:
+            # Each person looked up by key (a LATERAL with a LIMIT is never flattened):
+            # joined plainly, the planner hashes every person of the partner for a page.
+            person = select(Person.locale).where(joined).limit(1).lateral()
+            joined, locale = true(), person.c.locale
         result = await self.session.execute(
-            select(page.c.person_id, person.c.locale, Destination.id, Destination.kind)
+            select(page.c.person_id, locale, Destination.id, Destination.kind)
             .select_from(page)
-            .join(person, true())
+            .join(person, joined)
             .outerjoin(
                 Destination,
                 and_(Destination.person_id == page.c.person_id, Destination.active.is_(True)),
