@@ -566,37 +566,46 @@ def _with_destinations(source: Any, columns: Any) -> Any:
     )
 
 
-def _array_type(column: Column[Any]) -> str:
-    """The PostgreSQL array a column's values travel in (JSON as text, cast on insert)."""
+def _pg_type(column: Column[Any]) -> str:
+    """The PostgreSQL type a column's values travel as (JSON as text, cast on insert)."""
     kind = column.type
     if isinstance(kind, Uuid):
-        return "uuid[]"
+        return "uuid"
     if isinstance(kind, BigInteger):
-        return "int8[]"
+        return "int8"
     if isinstance(kind, Integer):
-        return "int4[]"
+        return "int4"
     if isinstance(kind, UTCDateTime):
-        return "timestamptz[]"
+        return "timestamptz"
     if isinstance(kind, String | Enum | JSON):  # Text and Enum are Strings; JSON as text
-        return "text[]"
-    raise TypeError(f"no array type for {column.name}")  # a new column: add it here
+        return "text"
+    raise TypeError(f"no type for {column.name}")  # a new column: add it here
 
 
 def _insert_from_arrays(rows: list[dict[str, Any]]) -> tuple[TextClause, dict[str, Any]]:
     """``INSERT … SELECT FROM unnest(…)`` for these delivery rows: every column any row
-    names, and those with a Python default (``id``), filled in as the ORM would."""
+    names, and those with a Python default (``id``), filled in as the ORM would. A value
+    the same in every row (a campaign's partner, site, times, data) travels once."""
     table = cast(Table, Delivery.__table__)
     named = set().union(*rows)
-    columns = [c for c in table.columns if c.name in named or c.default is not None]
     values: dict[str, Any] = {}
-    for column in columns:
-        name, fill = column.name, _default_of(column)
-        given = [row[name] if name in row else fill() for row in rows]
+    arrays: list[str] = []
+    scalars: list[str] = []
+    for column in table.columns:
+        name = column.name
+        if name not in named and column.default is None:
+            continue
+        fill = _default_of(column)
+        given: Any = [row[name] if name in row else fill() for row in rows]
+        first = given[0]
+        constant = not (column.primary_key or column.unique) and all(v == first for v in given)
+        if constant:
+            given = first
         if isinstance(column.type, JSON):
-            given = [None if v is None else json_text(v) for v in given]
+            given = json_text(given) if constant else [json_text(v) for v in given]
         values[name] = given
-    names = tuple(c.name for c in columns)
-    return _insert_statement(names, tuple(_array_type(c) for c in columns)), values
+        (scalars if constant else arrays).append(name)
+    return _insert_statement(tuple(arrays), tuple(scalars)), values
 
 
 def _default_of(column: Column[Any]) -> Callable[[], Any]:
@@ -611,15 +620,21 @@ def _default_of(column: Column[Any]) -> Callable[[], Any]:
 
 
 @functools.cache
-def _insert_statement(names: tuple[str, ...], types: tuple[str, ...]) -> TextClause:
+def _insert_statement(arrays: tuple[str, ...], scalars: tuple[str, ...]) -> TextClause:
     table = cast(Table, Delivery.__table__)
-    picked = ", ".join(
-        f"CAST(v.{n} AS json)" if isinstance(table.c[n].type, JSON) else f"v.{n}" for n in names
-    )
-    arrays = ", ".join(f"CAST(:{n} AS {t})" for n, t in zip(names, types, strict=True))
+
+    def value(name: str, source: str) -> str:
+        given = f"CAST({source} AS {_pg_type(table.c[name])})"
+        return f"CAST({given} AS json)" if isinstance(table.c[name].type, JSON) else given
+
+    names = arrays + scalars
+    picked = [
+        f"CAST(v.{n} AS json)" if isinstance(table.c[n].type, JSON) else f"v.{n}" for n in arrays
+    ] + [value(n, f":{n}") for n in scalars]
+    unnest = ", ".join(f"CAST(:{n} AS {_pg_type(table.c[n])}[])" for n in arrays)
     return text(
         f"INSERT INTO {table.name} ({', '.join(names)}) "  # noqa: S608  (our own column names)
-        f"SELECT {picked} FROM unnest({arrays}) AS v({', '.join(names)}) "
+        f"SELECT {', '.join(picked)} FROM unnest({unnest}) AS v({', '.join(arrays)}) "
         "ON CONFLICT (transaction_id) DO NOTHING"
     )
 
