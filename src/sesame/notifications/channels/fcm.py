@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from sesame.kit.logging import get_logger
 from sesame.notifications.channels.base import (
+    InFlight,
     Message,
     Outcome,
     Result,
@@ -341,6 +342,7 @@ class FcmChannel:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.concurrency = concurrency
+        self._in_flight = InFlight(concurrency)
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
         self._own_token_client = client is None
@@ -363,7 +365,7 @@ class FcmChannel:
         async def send_one(message: Message) -> Result:
             return await self._send_one(session, message)
 
-        done = await send_bounded(messages, self.concurrency, send_one)
+        done = await send_bounded(messages, self.concurrency, send_one, self._in_flight)
         self._log.debug(
             "fcm_batch_sent",
             messages=len(done),
