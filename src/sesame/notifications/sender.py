@@ -10,6 +10,10 @@
   there as the same message.
 - **Recording.** One transaction writes every outcome — only for deliveries whose lease
   the sender still holds — and deactivates the destinations a provider called gone.
+- **Pipelining.** A sending loop keeps up to ``SESAME_NOTIFY_BATCHES_IN_FLIGHT`` batches
+  going: the next is claimed while the others are sent and recorded, so the channels do
+  not wait on the database between batches; each channel bounds its requests across all
+  of them.
 - **Retries.** Webhooks follow the Standard Webhooks schedule (5 s, 5 min, 30 min, 2 h,
   5 h, 10 h, then dead); push and e-mail back off exponentially with jitter up to
   ``SESAME_NOTIFY_MAX_ATTEMPTS`` attempts. A provider's ``Retry-After`` is honoured.
@@ -116,6 +120,9 @@ class Sender:
         try:
             while not failures:
                 await slots.acquire()
+                if failures:  # one failed while this loop waited for a slot
+                    slots.release()
+                    break
                 try:
                     batch = await self._claim()
                 except BaseException:
