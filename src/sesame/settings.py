@@ -172,6 +172,7 @@ class Settings(BaseSettings):
     notify_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     notify_batch_size: int = Field(default=500, ge=1, le=5000)
     notify_senders: int = Field(default=2, ge=1, le=32)  # sending loops per process
+    notify_batches_in_flight: int = Field(default=3, ge=1, le=16)  # per sending loop
     notify_lease_seconds: float = Field(default=60.0, gt=0, le=3600)
     notify_max_attempts: int = Field(default=6, ge=1, le=100)  # push and e-mail; webhooks: 7
     # Webhooks and Web Push go only to public addresses (kit/egress.py): on by default

@@ -55,7 +55,7 @@ class Household(IdMixin, TimestampMixin, Base):
         ),
         Index(None, "unit_id"),
         Index(None, "person_id"),
-        Index(None, "site_id"),
+        Index(None, "site_id", "person_id"),  # a campaign's residents, a page at a time
         Index(None, "partner_id"),
     )
 

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Enum,
+    Integer,
+    String,
+    Table,
+    TextClause,
+    Uuid,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
+from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 
-from sesame.kit.db import dialect_insert
+from sesame.kit.db import UTCDateTime, dialect_insert, json_text
 from sesame.kit.repository import CrudRepository, SessionRepository
 from sesame.ledger.entries import TOPICS as LEDGER_TOPICS
 from sesame.models import (
@@ -262,9 +282,15 @@ class NotificationRepository(SessionRepository):
     # -- deliveries ------------------------------------------------------------------------
 
     async def add_deliveries(self, rows: list[dict[str, Any]]) -> int:
-        """Insert deliveries; those already there (same transaction id) are left alone."""
+        """Insert deliveries; those already there (same transaction id) are left alone.
+        On PostgreSQL one statement over arrays of values (a campaign page is a thousand
+        rows: one execution, not a thousand); elsewhere one insert per row."""
         if not rows:
             return 0
+        if self.is_postgres:
+            statement, values = _insert_from_arrays(rows)
+            await self.session.execute(statement, values)
+            return len(rows)
         insert = dialect_insert(self.session.get_bind().dialect)
         table = cast(Table, Delivery.__table__)  # Core: no ORM bookkeeping per row
         statement = insert(table).on_conflict_do_nothing(index_elements=["transaction_id"])
@@ -361,25 +387,35 @@ class NotificationRepository(SessionRepository):
         self, campaign: Campaign, today: date, after: UUID | None, limit: int
     ) -> list[Any]:
         """Residents of the campaign's site or building (a person once, however many
-        units), with their active destinations, by person id after ``after``."""
-        people = (
-            select(Household.person_id)
-            .join(Unit, Unit.id == Household.unit_id)
-            .where(Household.site_id == campaign.site_id, active_on(today))
+        units), with their active destinations, by person id after ``after``: read in
+        the order of the ``(site_id, person_id)`` index, so a page costs a page."""
+        people = select(Household.person_id).where(
+            Household.site_id == campaign.site_id, active_on(today)
         )
         if campaign.building_id is not None:
-            people = people.where(Unit.building_id == campaign.building_id)
+            people = people.join(Unit, Unit.id == Household.unit_id).where(
+                Unit.building_id == campaign.building_id
+            )
         if after is not None:
             people = people.where(Household.person_id > after)
         page = people.distinct().order_by(Household.person_id).limit(limit).subquery()
+        person: Any = Person
+        joined: Any = Person.id == page.c.person_id
+        locale: Any = Person.locale
+        if self.is_postgres:
+            # Each person looked up by key (a LATERAL with a LIMIT is never flattened):
+            # joined plainly, the planner hashes every person of the partner for a page.
+            person = select(Person.locale).where(joined).limit(1).lateral()
+            joined, locale = true(), person.c.locale
         result = await self.session.execute(
-            select(Person.id, Person.locale, Destination.id, Destination.kind)
-            .join(page, page.c.person_id == Person.id)
+            select(page.c.person_id, locale, Destination.id, Destination.kind)
+            .select_from(page)
+            .join(person, joined)
             .outerjoin(
                 Destination,
-                and_(Destination.person_id == Person.id, Destination.active.is_(True)),
+                and_(Destination.person_id == page.c.person_id, Destination.active.is_(True)),
             )
-            .order_by(Person.id)
+            .order_by(page.c.person_id)
         )
         return list(result.all())
 
@@ -527,6 +563,79 @@ def _with_destinations(source: Any, columns: Any) -> Any:
         .outerjoin(Destination, Destination.id == columns.destination_id)
         .outerjoin(StaffAccount, StaffAccount.id == columns.staff_id)
         .outerjoin(WebhookEndpoint, WebhookEndpoint.id == columns.webhook_endpoint_id)
+    )
+
+
+def _pg_type(column: Column[Any]) -> str:
+    """The PostgreSQL type a column's values travel as (JSON as text, cast on insert)."""
+    kind = column.type
+    if isinstance(kind, Uuid):
+        return "uuid"
+    if isinstance(kind, BigInteger):
+        return "int8"
+    if isinstance(kind, Integer):
+        return "int4"
+    if isinstance(kind, UTCDateTime):
+        return "timestamptz"
+    if isinstance(kind, String | Enum | JSON):  # Text and Enum are Strings; JSON as text
+        return "text"
+    raise TypeError(f"no type for {column.name}")  # a new column: add it here
+
+
+def _insert_from_arrays(rows: list[dict[str, Any]]) -> tuple[TextClause, dict[str, Any]]:
+    """``INSERT … SELECT FROM unnest(…)`` for these delivery rows: every column any row
+    names, and those with a Python default (``id``), filled in as the ORM would. A value
+    the same in every row (a campaign's partner, site, times, data) travels once."""
+    table = cast(Table, Delivery.__table__)
+    named = set().union(*rows)
+    values: dict[str, Any] = {}
+    arrays: list[str] = []
+    scalars: list[str] = []
+    for column in table.columns:
+        name = column.name
+        if name not in named and column.default is None:
+            continue
+        fill = _default_of(column)
+        given: Any = [row[name] if name in row else fill() for row in rows]
+        first = given[0]
+        constant = not (column.primary_key or column.unique) and all(v == first for v in given)
+        if constant:
+            given = first
+        if isinstance(column.type, JSON):
+            given = json_text(given) if constant else [json_text(v) for v in given]
+        values[name] = given
+        (scalars if constant else arrays).append(name)
+    return _insert_statement(tuple(arrays), tuple(scalars)), values
+
+
+def _default_of(column: Column[Any]) -> Callable[[], Any]:
+    default = column.default
+    if isinstance(default, CallableColumnDefault):
+        make: Any = default.arg  # SQLAlchemy's wrapper: takes an (unused) execution context
+        return lambda: make(None)
+    if isinstance(default, ScalarElementColumnDefault):
+        value = default.arg
+        return lambda: value
+    return lambda: None
+
+
+@functools.cache
+def _insert_statement(arrays: tuple[str, ...], scalars: tuple[str, ...]) -> TextClause:
+    table = cast(Table, Delivery.__table__)
+
+    def value(name: str, source: str) -> str:
+        given = f"CAST({source} AS {_pg_type(table.c[name])})"
+        return f"CAST({given} AS json)" if isinstance(table.c[name].type, JSON) else given
+
+    names = arrays + scalars
+    picked = [
+        f"CAST(v.{n} AS json)" if isinstance(table.c[n].type, JSON) else f"v.{n}" for n in arrays
+    ] + [value(n, f":{n}") for n in scalars]
+    unnest = ", ".join(f"CAST(:{n} AS {_pg_type(table.c[n])}[])" for n in arrays)
+    return text(
+        f"INSERT INTO {table.name} ({', '.join(names)}) "  # noqa: S608  (our own column names)
+        f"SELECT {', '.join(picked)} FROM unnest({unnest}) AS v({', '.join(arrays)}) "
+        "ON CONFLICT (transaction_id) DO NOTHING"
     )
 
 

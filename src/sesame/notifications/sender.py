@@ -10,6 +10,10 @@
   there as the same message.
 - **Recording.** One transaction writes every outcome — only for deliveries whose lease
   the sender still holds — and deactivates the destinations a provider called gone.
+- **Pipelining.** A sending loop keeps up to ``SESAME_NOTIFY_BATCHES_IN_FLIGHT`` batches
+  going: the next is claimed while the others are sent and recorded, so the channels do
+  not wait on the database between batches; each channel bounds its requests across all
+  of them.
 - **Retries.** Webhooks follow the Standard Webhooks schedule (5 s, 5 min, 30 min, 2 h,
   5 h, 10 h, then dead); push and e-mail back off exponentially with jitter up to
   ``SESAME_NOTIFY_MAX_ATTEMPTS`` attempts. A provider's ``Retry-After`` is honoured.
@@ -19,13 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from prometheus_client import Counter
+import prometheus_client
 
 from sesame.kit.db import write_intent
 from sesame.kit.keyring import PurposeKeys
@@ -41,7 +46,7 @@ from sesame.runtime import Runtime
 log = get_logger("sesame.notifications")
 
 WEBHOOK_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0)
-OUTCOMES = Counter(
+OUTCOMES = prometheus_client.Counter(
     "sesame_notification_deliveries_total",
     "Delivery attempts by channel and outcome",
     ["channel", "outcome"],
@@ -68,6 +73,15 @@ def retry_delay(
     return max(delay, retry_after or 0.0)
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """Deliveries claimed together: one lease, one transaction for their outcomes."""
+
+    rows: list[Any]
+    claimed_at: datetime
+    lease: datetime
+
+
 class Sender:
     def __init__(self, runtime: Runtime, channels: Mapping[str, Channel]) -> None:
         self.runtime = runtime
@@ -78,20 +92,80 @@ class Sender:
 
     async def send_batch(self, limit: int | None = None) -> int:
         """Claim, send and record one batch. Returns how many deliveries it took."""
+        batch = await self._claim(limit)
+        if batch is None:
+            return 0
+        await self._finish(batch)
+        return len(batch.rows)
+
+    async def drain(self) -> int:
+        """Send until nothing is due, with up to ``SESAME_NOTIFY_BATCHES_IN_FLIGHT`` batches
+        at a time: the next is claimed while the others are sent and recorded, so the
+        channels never wait on the database. Returns how many deliveries it took.
+
+        What a crash can send twice is what was in flight: at most that many batches. The
+        first batch to fail stops the claiming; the others finish, then its error is raised.
+        """
+        slots = asyncio.Semaphore(self.runtime.settings.notify_batches_in_flight)
+        running: set[asyncio.Task[None]] = set()
+        failures: list[BaseException] = []
+        taken = 0
+
+        def finished(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            slots.release()
+            if not task.cancelled() and (failure := task.exception()) is not None:
+                failures.append(failure)
+
+        try:
+            while not failures:
+                await slots.acquire()
+                if failures:  # one failed while this loop waited for a slot
+                    slots.release()
+                    break
+                try:
+                    batch = await self._claim()
+                except BaseException:
+                    slots.release()
+                    raise
+                if batch is None:
+                    slots.release()
+                    break
+                taken += len(batch.rows)
+                task = asyncio.create_task(self._finish(batch))
+                running.add(task)
+                task.add_done_callback(finished)
+            if running:
+                await asyncio.wait(set(running))
+        except BaseException:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.wait(set(running))
+            raise
+        if failures:
+            raise failures[0]
+        return taken
+
+    async def _claim(self, limit: int | None = None) -> _Batch | None:
         settings = self.runtime.settings
-        limit = limit or settings.notify_batch_size
         now = self.runtime.clock.now()
         lease = now + timedelta(seconds=settings.notify_lease_seconds)
         with write_intent():
             async with self.runtime.session_factory() as session:
-                rows = await NotificationRepository(session).claim(now, lease, limit)
+                rows = await NotificationRepository(session).claim(
+                    now, lease, limit or settings.notify_batch_size
+                )
                 await session.commit()
-        if not rows:
-            return 0
+        return _Batch(rows, now, lease) if rows else None
+
+    async def _finish(self, batch: _Batch) -> None:
+        """Send a claimed batch and record every outcome in one transaction."""
+        now, lease = batch.claimed_at, batch.lease
         by_channel: dict[str, list[tuple[Any, Message]]] = defaultdict(list)
         outcomes: list[dict[str, Any]] = []
         gone: list[UUID] = []
-        for row in rows:
+        for row in batch.rows:
             message = self._message(row, now)
             if message is None:
                 inactive = Result(Outcome.REJECTED, "destination_inactive")
@@ -101,12 +175,15 @@ class Sender:
         sends = [self._send(channel, pairs) for channel, pairs in by_channel.items()]
         done = await asyncio.gather(*sends)
         finished = self.runtime.clock.now()
+        counted: Counter[tuple[str, str]] = Counter()
         for pairs, results in done:
             for (row, _), result in zip(pairs, results, strict=True):
                 outcomes.append(self._outcome(row, lease, result, finished))
-                OUTCOMES.labels(row.channel, result.outcome.value).inc()
+                counted[row.channel, result.outcome.value] += 1
                 if result.outcome is Outcome.GONE and row.destination_id is not None:
                     gone.append(row.destination_id)
+        for (channel, label), count in counted.items():
+            OUTCOMES.labels(channel, label).inc(count)
         for outcome in outcomes:
             outcome["updated_at"] = finished
         with write_intent():
@@ -115,8 +192,7 @@ class Sender:
                 await repository.record(outcomes)
                 await repository.deactivate(gone, "provider_gone", finished)
                 await session.commit()
-        self.sent += len(rows)
-        return len(rows)
+        self.sent += len(batch.rows)
 
     async def _send(
         self, channel: str, pairs: list[tuple[Any, Message]]
@@ -212,7 +288,6 @@ async def run_sender(sender: Sender, wake: asyncio.Event) -> None:
     wait for new deliveries in this process (``wake``) or a second for the others'."""
 
     async def drain() -> None:
-        while await sender.send_batch() > 0:
-            pass
+        await sender.drain()
 
     await keep_running(drain, wake, name="notifications.sender")

@@ -91,22 +91,46 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+class InFlight:
+    """A channel's bound on calls in flight across every batch it is sending at once: the
+    sender keeps several batches going, and a request must not start its timeout waiting
+    in the HTTP client's pool behind the other batches' requests."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: asyncio.Semaphore | None = None
+
+    def slots(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._loop is not loop:  # a semaphore serves one loop
+            self._slots, self._loop = asyncio.Semaphore(self.limit), loop
+        return self._slots
+
+
 async def send_bounded(
     messages: Sequence[Message],
     concurrency: int,
     send_one: Callable[[Message], Awaitable[Result]],
+    in_flight: InFlight | None = None,
 ) -> list[Result]:
-    """Run ``send_one`` over the batch with at most ``concurrency`` in flight, in order.
+    """Run ``send_one`` over the batch with at most ``concurrency`` in flight, in order —
+    and, given ``in_flight``, at most its limit across every batch sharing it.
 
     A fixed number of workers pull the next index, so a batch of ten thousand makes
     ``concurrency`` tasks, not ten thousand.
     """
     results: list[Result | None] = [None] * len(messages)
     indices = iter(range(len(messages)))
+    slots = in_flight.slots() if in_flight is not None else None
 
     async def worker() -> None:
         for index in indices:
-            results[index] = await send_one(messages[index])
+            if slots is None:
+                results[index] = await send_one(messages[index])
+                continue
+            async with slots:
+                results[index] = await send_one(messages[index])
 
     async with asyncio.TaskGroup() as group:
         for _ in range(min(concurrency, len(messages))):

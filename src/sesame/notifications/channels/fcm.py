@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from sesame.kit.logging import get_logger
 from sesame.notifications.channels.base import (
+    InFlight,
     Message,
     Outcome,
     Result,
@@ -146,6 +147,10 @@ class ServiceAccountTokens:
         if self._token is not None and self._clock() < self._refresh_at:
             return self._token
         return None
+
+    def cached(self) -> str | None:
+        """The current token while it is fresh, without awaiting: the per-message path."""
+        return self._fresh()
 
     async def access_token(self) -> str:
         token = self._fresh()
@@ -341,6 +346,7 @@ class FcmChannel:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.concurrency = concurrency
+        self._in_flight = InFlight(concurrency)
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
         self._own_token_client = client is None
@@ -350,6 +356,7 @@ class FcmChannel:
             f"{endpoint.rstrip('/')}/v1/projects/{service_account['project_id']}/messages:send"
         )
         self.tokens = ServiceAccountTokens(service_account, token_client, clock=clock)
+        self._headers_for: tuple[str, dict[str, str]] | None = None
         self._log = get_logger("sesame.notifications.fcm")
 
     def _messages_session(self) -> aiohttp.ClientSession:
@@ -363,7 +370,7 @@ class FcmChannel:
         async def send_one(message: Message) -> Result:
             return await self._send_one(session, message)
 
-        done = await send_bounded(messages, self.concurrency, send_one)
+        done = await send_bounded(messages, self.concurrency, send_one, self._in_flight)
         self._log.debug(
             "fcm_batch_sent",
             messages=len(done),
@@ -379,7 +386,7 @@ class FcmChannel:
         if isinstance(body, Result):
             return body
         try:
-            token = await self.tokens.access_token()
+            token = self.tokens.cached() or await self.tokens.access_token()
             response = await self._post(session, body, token)
             if _needs_new_token(response):
                 self._log.info("fcm_access_token_refused", status=response.status)
@@ -397,15 +404,19 @@ class FcmChannel:
             return Result(Outcome.RETRY, code="transport_error", detail=type(exc).__name__)
         return classify(response)
 
-    async def _post(self, session: aiohttp.ClientSession, body: bytes, token: str) -> Answer:
-        async with session.post(
-            self._url,
-            data=body,
-            headers={
+    def _headers(self, token: str) -> dict[str, str]:
+        """The request headers for this token, built once per token (an hour's worth of
+        messages), not once per message."""
+        if self._headers_for is None or self._headers_for[0] != token:
+            headers = {
                 "Authorization": f"Bearer {token}",
                 "Content-Type": "application/json; charset=utf-8",
-            },
-        ) as response:
+            }
+            self._headers_for = (token, headers)
+        return self._headers_for[1]
+
+    async def _post(self, session: aiohttp.ClientSession, body: bytes, token: str) -> Answer:
+        async with session.post(self._url, data=body, headers=self._headers(token)) as response:
             return Answer(
                 response.status, await response.read(), response.headers.get("Retry-After")
             )

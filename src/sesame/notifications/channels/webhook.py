@@ -33,6 +33,7 @@ from standardwebhooks.webhooks import EmptyWebhookSecretError
 from sesame.kit.egress import EgressPolicy, EgressRefused, Unresolvable
 from sesame.kit.logging import get_logger
 from sesame.notifications.channels.base import (
+    InFlight,
     Message,
     Outcome,
     Result,
@@ -84,6 +85,7 @@ class WebhookChannel:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._concurrency = concurrency
+        self._in_flight = InFlight(concurrency)
         self._timeout = timeout_seconds
         self._owns_client = client is None
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -94,7 +96,7 @@ class WebhookChannel:
         )
 
     async def send_many(self, messages: Sequence[Message]) -> list[Result]:
-        return await send_bounded(messages, self._concurrency, self._send_one)
+        return await send_bounded(messages, self._concurrency, self._send_one, self._in_flight)
 
     async def aclose(self) -> None:
         if self._owns_client:

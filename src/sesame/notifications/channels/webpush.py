@@ -37,6 +37,7 @@ from py_vapid import Vapid02  # type: ignore[import-untyped]
 from sesame.kit.egress import EgressPolicy, EgressRefused, Unresolvable
 from sesame.kit.logging import get_logger
 from sesame.notifications.channels.base import (
+    InFlight,
     Message,
     Outcome,
     Result,
@@ -160,6 +161,7 @@ class WebPushChannel:
         self._vapid = Vapid02(private_key=vapid_private_key)
         self._subject = subject
         self._concurrency = concurrency
+        self._in_flight = InFlight(concurrency)
         self._timeout = timeout_seconds
         self._ttl = str(max(0, ttl_seconds))
         self._urgent = urgent_categories
@@ -188,7 +190,7 @@ class WebPushChannel:
         return header
 
     async def send_many(self, messages: Sequence[Message]) -> list[Result]:
-        return await send_bounded(messages, self._concurrency, self._send_one)
+        return await send_bounded(messages, self._concurrency, self._send_one, self._in_flight)
 
     async def aclose(self) -> None:
         if self._owns_client:
