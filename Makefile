@@ -24,7 +24,7 @@ run: $(STAMP)  ## migrate, seed the demo and serve on http://127.0.0.1:8000
 test: $(STAMP)  ## the whole suite, on SQLite and on PostgreSQL
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
-bench: $(STAMP)  ## load figures (needs wrk, hey, mosquitto: apt-get install wrk hey mosquitto)
+bench: $(STAMP)  ## load figures (needs wrk, mosquitto: apt-get install wrk mosquitto)
 	$(BIN)/python bench/api_throughput.py
 	$(BIN)/python bench/command_rtt.py
 	$(BIN)/python bench/event_ingest.py

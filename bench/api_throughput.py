@@ -5,12 +5,15 @@ What it measures, for each backend and worker count, against a real ``sesame ser
 - GET by id (``/v1/sites/{id}``) and a list (``/v1/units?site_id=...``, 50 per page),
   both authenticated with a partner API key, at saturation (wrk, 64 connections):
   requests per second and p50/p99 latency;
-- the same GET by id at half the saturated rate (hey, rate-limited): p99 latency, the
-  figure that matters for users;
+- the same GET by id at half the saturated rate: p50 and p99 latency, the figure that
+  matters for users. Arrivals are open-loop (``bench/paced.lua``: wrk starting requests
+  at exponentially spaced times), as users arrive; ``hey -q`` was used before, but its
+  workers tick in phase, so it sent bursts of 32 requests at once and measured how
+  long a burst takes to drain, not the latency at half load;
 - ``/healthz`` (same framework and middleware, no database): the ceiling.
 
-The load generators are C and Go programs (Debian packages ``wrk`` and ``hey``) and use a
-few percent of a core, so the server is what saturates. The last line printed is one
+The load generator is wrk (Debian package ``wrk``), a C program that uses a few percent of
+a core, so the server is what saturates. The last line printed is one
 JSON object with every figure; ``*_p99_ms_*`` keys without ``saturated`` are at half load.
 
 Usage: ``python bench/api_throughput.py [--seconds 8] [--skip-postgres]``
@@ -41,6 +44,8 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "SESAME_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 CONNECTIONS = 64
+THREADS = 2
+PACED_SCRIPT = ROOT / "bench" / "paced.lua"
 
 
 def free_port() -> int:
@@ -112,10 +117,16 @@ class Server:
         self.process.wait(timeout=20)
 
 
-def wrk(url: str, seconds: int, api_key: str | None) -> dict[str, float]:
-    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", url]
+def wrk(url: str, seconds: int, api_key: str | None, rate: float | None = None) -> dict[str, float]:
+    """At saturation (every connection sends as soon as it has its answer), or with
+    requests started at ``rate`` per second whatever the latency (``bench/paced.lua``)."""
+    command = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
     if api_key:
-        command[1:1] = ["-H", f"Authorization: Bearer {api_key}"]
+        command += ["-H", f"Authorization: Bearer {api_key}"]
+    if rate is not None:
+        command += ["-s", str(PACED_SCRIPT), url, "--", f"{rate / THREADS:.2f}"]
+    else:
+        command.append(url)
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
@@ -124,33 +135,6 @@ def wrk(url: str, seconds: int, api_key: str | None) -> dict[str, float]:
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         "p50_ms": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
         "p99_ms": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
-    }
-
-
-def hey_at_rate(url: str, seconds: int, api_key: str, rate: float) -> dict[str, float]:
-    workers = 32
-    per_worker = max(1.0, rate / workers)
-    out = subprocess.run(
-        [
-            "hey",
-            "-z",
-            f"{seconds}s",
-            "-c",
-            str(workers),
-            "-q",
-            f"{per_worker:.2f}",
-            "-H",
-            f"Authorization: Bearer {api_key}",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50_ms": float(re.search(r"50%+ in ([\d.]+) secs", out).group(1)) * 1000,  # type: ignore[union-attr]
-        "p99_ms": float(re.search(r"99%+ in ([\d.]+) secs", out).group(1)) * 1000,  # type: ignore[union-attr]
     }
 
 
@@ -176,7 +160,7 @@ def measure(
             wrk(by_id, 2, api_key)  # warm-up: connections, caches, prepared statements
             suffix = f"{label}_{workers}w"
             get = wrk(by_id, seconds, api_key)
-            half = hey_at_rate(by_id, seconds, api_key, get["rps"] / 2)
+            half = wrk(by_id, seconds, api_key, rate=get["rps"] / 2)
             lst = wrk(listing, seconds, api_key)
             bare = wrk(f"{server.url}/healthz", seconds, None)
             figures.update(
@@ -208,9 +192,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--skip-postgres", action="store_true")
     args = parser.parse_args()
-    missing = [tool for tool in ("wrk", "hey") if shutil.which(tool) is None]
-    if missing:
-        sys.exit(f"needs {', '.join(missing)}: apt-get install {' '.join(missing)}")
+    if shutil.which("wrk") is None:
+        sys.exit("needs wrk: apt-get install wrk")
 
     figures: dict[str, float] = {}
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("SESAME_")}
