@@ -10,7 +10,9 @@ What it measures, for each backend and worker count, against a real ``sesame ser
   at exponentially spaced times), as users arrive; ``hey -q`` was used before, but its
   workers tick in phase, so it sent bursts of 32 requests at once and measured how
   long a burst takes to drain, not the latency at half load;
-- ``/healthz`` (same framework and middleware, no database): the ceiling.
+- ``/healthz`` (same framework and middleware, no database): the ceiling;
+- the server's CPU time per request (all its processes) for the GET by id and for
+  ``/healthz``: on a machine shared with other work it moves far less than the rates.
 
 The load generator is wrk (Debian package ``wrk``), a C program that uses a few percent of
 a core, so the server is what saturates. The last line printed is one
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -35,6 +38,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -84,10 +88,30 @@ async def drop_pg_database(url: str) -> None:
 
 
 class Server:
+    """``sesame serve`` with its own ports: the HTTP one and its embedded MQTT broker's
+    (the default, 127.0.0.1:1884, may be taken by another server on the machine, and
+    then the server exits at start-up). Its output goes to a log shown if it fails."""
+
     def __init__(self, env: dict[str, str], cwd: Path, workers: int) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
+        self.log = cwd / f"server-{self.port}.log"
+        with self.log.open("wb") as output:  # the child keeps its own copy open
+            self.process = self._start(env, cwd, workers, output)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("server did not start:\n" + self.log.read_text()[-3000:])
+
+    def _start(
+        self, env: dict[str, str], cwd: Path, workers: int, output: Any
+    ) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -98,23 +122,30 @@ class Server:
                 "--workers",
                 str(workers),
             ],
-            env=env,
+            env={**env, "SESAME_MQTT_BIND": f"127.0.0.1:{free_port()}"},
             cwd=cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("server did not start")
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the server and every process under it (its workers)."""
+        total, pending = 0, [self.process.pid]
+        while pending:
+            pid = pending.pop()
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+                pending += [
+                    int(child)
+                    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                ]
+        return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=20)
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
 
 
 def wrk(url: str, seconds: int, api_key: str | None, rate: float | None = None) -> dict[str, float]:
@@ -132,6 +163,7 @@ def wrk(url: str, seconds: int, api_key: str | None, rate: float | None = None) 
     if errors:
         raise RuntimeError(f"{url}: {errors.group(1)} error responses\n{out}")
     return {
+        "requests": float(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         "p50_ms": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
         "p99_ms": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
@@ -159,10 +191,14 @@ def measure(
             listing = f"{server.url}/v1/units?site_id={site_id}&limit=50"
             wrk(by_id, 2, api_key)  # warm-up: connections, caches, prepared statements
             suffix = f"{label}_{workers}w"
+            before = server.cpu_seconds()
             get = wrk(by_id, seconds, api_key)
+            get_cpu_us = (server.cpu_seconds() - before) / get["requests"] * 1e6
             half = wrk(by_id, seconds, api_key, rate=get["rps"] / 2)
             lst = wrk(listing, seconds, api_key)
+            before = server.cpu_seconds()
             bare = wrk(f"{server.url}/healthz", seconds, None)
+            bare_cpu_us = (server.cpu_seconds() - before) / bare["requests"] * 1e6
             figures.update(
                 {
                     f"get_by_id_rps_{suffix}": round(get["rps"]),
@@ -175,12 +211,16 @@ def measure(
                     f"list_p50_ms_saturated_{suffix}": lst["p50_ms"],
                     f"list_p99_ms_saturated_{suffix}": lst["p99_ms"],
                     f"bare_rps_{suffix}": round(bare["rps"]),
+                    # Server CPU per request: steadier than rates on a shared machine.
+                    f"get_by_id_server_cpu_us_{suffix}": round(get_cpu_us),
+                    f"bare_server_cpu_us_{suffix}": round(bare_cpu_us),
                 }
             )
             print(
                 f"{suffix}: GET by id {get['rps']:.0f} req/s (p99 {get['p99_ms']} ms "
                 f"saturated, {half['p99_ms']:.1f} ms at {half['rps']:.0f} req/s); "
-                f"list {lst['rps']:.0f} req/s; bare {bare['rps']:.0f} req/s",
+                f"list {lst['rps']:.0f} req/s; bare {bare['rps']:.0f} req/s; server CPU per "
+                f"request {get_cpu_us:.0f} us (GET by id), {bare_cpu_us:.0f} us (bare)",
                 flush=True,
             )
         finally:
