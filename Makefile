@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench lint install clean
+.PHONY: run test bench bench-tools lint install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,14 +24,30 @@ run: $(STAMP)  ## migrate, seed the demo and serve on http://127.0.0.1:8000
 test: $(STAMP)  ## the whole suite, on SQLite and on PostgreSQL
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
-bench: $(STAMP)  ## load figures (needs wrk, mosquitto: apt-get install wrk mosquitto)
-	$(BIN)/python bench/api_throughput.py
-	$(BIN)/python bench/command_rtt.py
-	$(BIN)/python bench/event_ingest.py
-	$(BIN)/python bench/device_fleet.py
-	$(BIN)/python bench/credential_verify.py
-	$(BIN)/python bench/ledger.py
-	$(BIN)/python bench/scheduler.py
+BENCHES     := api_throughput command_rtt event_ingest device_fleet credential_verify \
+               ledger scheduler push_fanout
+BENCH_TOOLS := wrk mosquitto
+
+bench: $(STAMP) bench-tools  ## load figures: every bench/*.py, each ending with one JSON line
+	@failed=""; for name in $(BENCHES); do \
+	    echo "== bench/$$name.py"; \
+	    $(BIN)/python bench/$$name.py || failed="$$failed $$name"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "benches that failed:$$failed" >&2; exit 1; fi
+
+# The load generators and the broker the benches drive: installed with apt-get when we
+# are root and have it, otherwise named with the command that installs them.
+bench-tools:
+	@missing=""; for tool in $(BENCH_TOOLS); do \
+	    PATH="$$PATH:/usr/sbin:/sbin" command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing; \
+	else \
+	    echo "make bench needs$$missing: sudo apt-get install -y$$missing" >&2; exit 1; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

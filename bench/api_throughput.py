@@ -38,10 +38,12 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import log_tail, record, run, spawn, step, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -88,30 +90,11 @@ async def drop_pg_database(url: str) -> None:
 
 
 class Server:
-    """``sesame serve`` with its own ports: the HTTP one and its embedded MQTT broker's
-    (the default, 127.0.0.1:1884, may be taken by another server on the machine, and
-    then the server exits at start-up). Its output goes to a log shown if it fails."""
-
     def __init__(self, env: dict[str, str], cwd: Path, workers: int) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = cwd / f"server-{self.port}.log"
-        with self.log.open("wb") as output:  # the child keeps its own copy open
-            self.process = self._start(env, cwd, workers, output)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("server did not start:\n" + self.log.read_text()[-3000:])
-
-    def _start(
-        self, env: dict[str, str], cwd: Path, workers: int, output: Any
-    ) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
+        log = cwd / f"server-{self.port}.log"
+        self.process = spawn(
             [
                 sys.executable,
                 "-m",
@@ -122,11 +105,19 @@ class Server:
                 "--workers",
                 str(workers),
             ],
-            env={**env, "SESAME_MQTT_BIND": f"127.0.0.1:{free_port()}"},
+            env=env,
             cwd=cwd,
-            stdout=output,
-            stderr=subprocess.STDOUT,
+            log=log,
         )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        stop_process(self.process)
+        raise RuntimeError(f"server did not start:\n{log_tail(log)}")
 
     def cpu_seconds(self) -> float:
         """CPU time used so far by the server and every process under it (its workers)."""
@@ -143,9 +134,7 @@ class Server:
         return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
+        stop_process(self.process)
 
 
 def wrk(url: str, seconds: int, api_key: str | None, rate: float | None = None) -> dict[str, float]:
@@ -181,6 +170,7 @@ def measure(
     printed = sesame(env, cwd, "demo")
     api_key = re.search(r"(ses_[0-9a-f]{12}_\S+)", printed).group(1)  # type: ignore[union-attr]
     for workers in (1, 2):
+        step(f"{label}, {workers} worker{'s' if workers > 1 else ''}")
         server = Server(env, cwd, workers)
         try:
             sites = httpx.get(
@@ -235,11 +225,12 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("needs wrk: apt-get install wrk")
 
-    figures: dict[str, float] = {}
+    figures = record()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("SESAME_")}
     base_env.update(
         {"SESAME_ENV": "development", "SESAME_LOG_LEVEL": "info", "PYTHONPATH": str(ROOT / "src")}
     )
+    base_env["SESAME_MQTT_BIND"] = f"127.0.0.1:{free_port()}"  # not the default, maybe taken
     with tempfile.TemporaryDirectory(prefix="sesame-bench-") as tmp:
         cwd = Path(tmp)
         sqlite_env = {**base_env, "SESAME_DATABASE_URL": f"sqlite+aiosqlite:///{cwd}/bench.db"}
@@ -262,4 +253,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import Stack, mqtt_floor, percentile, stack
+from harness import Stack, mqtt_floor, percentile, record, run, stack, step
 from sesame.simulators import simulator, start_fleet
 
 
@@ -90,13 +90,28 @@ def measure(
     broker: str, database: str, requests: int, events_per_second: float
 ) -> dict[str, float]:
     figures: dict[str, float] = {}
+    suffix = ("" if broker == "embedded" else "_mosquitto") + (
+        "" if database == "sqlite" else "_pg"
+    )
+    step(f"{broker}/{database}: starting the stack")
     with stack(broker=broker, database=database) as running:
         running.start_server()
         entrance_id = re.search(r"/v1/entrances/([0-9a-f-]+)/open", running.demo_output).group(1)  # type: ignore[union-attr]
         reader = next(d for d in running.demo_devices() if d["entrance_id"] == entrance_id)
+        step(f"{broker}/{database}: MQTT floor")
         floor = asyncio.run(mqtt_floor(running.mqtt_url))
+        step(f"{broker}/{database}: opens, idle")
         idle = asyncio.run(_open_many(running, entrance_id, reader, requests))
+        record().update(
+            {
+                f"open_p50_ms{suffix}": round(percentile(idle, 0.5), 2),
+                f"open_p99_ms{suffix}": round(percentile(idle, 0.99), 2),
+                f"floor_p50_ms{suffix}": round(percentile(floor, 0.5), 3),
+                f"floor_p99_ms{suffix}": round(percentile(floor, 0.99), 3),
+            }
+        )
 
+        step(f"{broker}/{database}: opens under {events_per_second:.0f} events/s")
         doorbells = running.provision("doorbell", 20)
         time.sleep(1.0)  # Mosquitto reloads its password file
         report: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
@@ -111,9 +126,6 @@ def measure(
         load_result = report.get(timeout=duration + 60)
         load.join(timeout=30)
         stored = running.metric("sesame_mqtt_messages_total", channel="events")
-    suffix = ("" if broker == "embedded" else "_mosquitto") + (
-        "" if database == "sqlite" else "_pg"
-    )
     figures.update(
         {
             f"open_p50_ms{suffix}": round(percentile(idle, 0.5), 2),
@@ -147,7 +159,7 @@ def main() -> None:
     parser.add_argument("--brokers", default="embedded,mosquitto")
     parser.add_argument("--databases", default="sqlite,postgresql")
     args = parser.parse_args()
-    figures: dict[str, float] = {}
+    figures = record()
     for database in args.databases.split(","):
         for broker in args.brokers.split(","):
             figures.update(measure(broker, database, args.requests, args.events_per_second))
@@ -155,4 +167,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

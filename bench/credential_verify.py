@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import percentile, stack
+from harness import percentile, record, run, stack, step
 from sesame.devices import protocol
 from sesame.keys.credentials import MOBILE_LIFETIME, claims_for, public_b64, sign
 from sesame.keys.reader import Reader, ReaderTrust
@@ -170,19 +170,22 @@ def main() -> None:
     )
     args = parser.parse_args()
     configure_logging("warning", "console")  # the simulated reader's chatter
+    step("reader-side verification")
     verify_rate, bare_rate = verification_rates(args.tokens)
     print(
         f"reader decisions {verify_rate:.0f}/s on one core; bare Ed25519 verify "
         f"{bare_rate:.0f}/s ({verify_rate / bare_rate:.0%})",
         flush=True,
     )
-    figures: dict[str, float] = {
+    figures = record()
+    figures |= {
         "verify_per_s": round(verify_rate),
         "bare_ed25519_verify_per_s": round(bare_rate),
         "verify_share_of_bare": round(verify_rate / bare_rate, 3),
     }
     for n, pair in enumerate(args.stacks.split(",")):
         database, broker = pair.split("/")
+        step(f"remote opens on {database}/{broker}")
         resident, staff = remote_open(database, broker, args.requests)
         suffix = "" if n == 0 else f"_{broker}_{'pg' if database == 'postgresql' else database}"
         figures.update(
@@ -204,4 +207,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

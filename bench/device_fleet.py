@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import rss_mb, stack
+from harness import record, rss_mb, run, stack, step
 from sesame.simulators import simulator, start_fleet
 
 
@@ -78,9 +78,12 @@ def main() -> None:
     parser.add_argument("--heartbeat", type=float, default=5.0)
     parser.add_argument("--window", type=float, default=20.0)
     args = parser.parse_args()
+    step("starting the stack")
     with stack(broker="embedded", database="sqlite") as running:
         running.start_server()
         baseline_rss = rss_mb(running.server_pid)
+        record()["rss_mb_before_devices"] = baseline_rss
+        step(f"provisioning {args.devices} devices")
         devices = running.provision("entrance_reader", args.devices)
         report: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
         halves = [devices[: len(devices) // 2], devices[len(devices) // 2 :]]
@@ -90,9 +93,11 @@ def main() -> None:
             multiprocessing.Process(target=_run_fleet, args=(half, args.heartbeat, hold, report))
             for half in halves
         ]
+        step("connecting the fleet")
         for fleet in fleets:
             fleet.start()
         connected = sum(report.get(timeout=300)["connected"] for _ in fleets)
+        record()["devices_connected"] = connected
         online = 0
         while time.monotonic() - started < 120:
             online = asyncio.run(_online(running.database_url))  # the demo devices stay offline
@@ -100,13 +105,16 @@ def main() -> None:
                 break
             time.sleep(0.25)
         connect_all = time.monotonic() - started
+        record().update(devices_online_in_platform=online, connect_all_s=round(connect_all, 2))
+        step("heartbeats")
         beats_before = running.metric("sesame_mqtt_messages_total", channel="heartbeat")
         time.sleep(args.window)
         beats = running.metric("sesame_mqtt_messages_total", channel="heartbeat") - beats_before
         rss = rss_mb(running.server_pid)
         for fleet in fleets:
             fleet.terminate()
-    figures = {
+    figures = record()
+    figures |= {
         "devices_connected": connected,
         "devices_online_in_platform": online,
         "connect_all_s": round(connect_all, 2),
@@ -126,4 +134,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import stack
+from harness import record, run, stack, step
 from sesame.kit.db import create_engine
 from sesame.kit.ids import new_id
 
@@ -138,6 +138,7 @@ async def _ceiling(url: str, rows: int = 50_000, batch: int = 500) -> float:
 
 
 def measure(database: str, seconds: float, offered: float) -> dict[str, float]:
+    step(f"{database}: events through Mosquitto")
     with stack(broker="mosquitto", database=database) as running:
         running.start_server()
         doorbells = running.provision("doorbell", 50)
@@ -162,6 +163,9 @@ def measure(database: str, seconds: float, offered: float) -> dict[str, float]:
         for load in loads:
             load.join(timeout=30)
         running.stop_server()  # the ceiling is measured on an idle database
+        label = "sqlite" if database == "sqlite" else "postgres"
+        record()[f"{label}_events_per_s"] = round(rate)
+        step(f"{database}: batched-insert ceiling")
         ceiling = asyncio.run(_ceiling(running.database_url))
     label = "sqlite" if database == "sqlite" else "postgres"
     sent = sum(r["sent"] for r in reports)
@@ -185,11 +189,11 @@ def main() -> None:
     parser.add_argument("--offered", type=float, default=9000)
     parser.add_argument("--databases", default="sqlite,postgresql")
     args = parser.parse_args()
-    figures: dict[str, float] = {}
+    figures = record()
     for database in args.databases.split(","):
         figures.update(measure(database, args.seconds, args.offered))
     print(json.dumps(figures, sort_keys=True))
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -4,24 +4,46 @@ A ``Stack`` is a Sesame installation in a temporary directory: its database (SQL
 fresh PostgreSQL database), the demo seeded, optionally a Mosquitto configured by
 ``sesame broker config``, and ``sesame serve`` as a subprocess, exactly as an operator
 runs them.
+
+Benchmarks behave like tools:
+
+- nothing they start outlives them. Servers, brokers and helper processes run in process
+  groups of their own (``spawn``) and are stopped as a group — SIGTERM, then SIGKILL after
+  ``STOP_SECONDS`` — when their block ends, on any exception, on SIGINT or SIGTERM to the
+  bench, and at interpreter exit; on Linux they also get SIGTERM if the bench is killed
+  outright. Scratch directories and PostgreSQL databases are removed the same way;
+- the server's output goes to ``server.log`` in the stack's directory, and its tail is
+  printed (on stderr) when it does not start, when it dies, or when a step fails;
+- ``run(main)`` runs a bench: the figures it records as it goes (``record()``) and the
+  step it is at (``step()``) are printed as the last line, one JSON object with an
+  ``error`` field, when a step fails, and the bench exits non-zero. A successful run
+  prints its own last line, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import ctypes
 import json
+import multiprocessing
+import multiprocessing.util  # its exit handler first, so that ours runs before it
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import traceback
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import asyncpg
@@ -31,6 +53,186 @@ ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_ADMIN_URL = os.environ.get(
     "SESAME_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+# How long a stopped process group may take before it is killed: the server's shutdown
+# grace (SESAME_SHUTDOWN_GRACE_SECONDS, 5) for its requests, as long again to close.
+STOP_SECONDS = 15.0
+LOG_TAIL_LINES = 40
+
+
+# -- figures, and what a failed step prints ---------------------------------------------------
+
+
+class Figures(dict[str, Any]):
+    """What a bench has measured so far, and the step it is at."""
+
+    current_step = "setting up"
+
+
+_FIGURES = Figures()
+
+
+def record() -> Figures:
+    """The bench's figures: fill it as measurements come in, so that a failure later on
+    still prints them."""
+    return _FIGURES
+
+
+def step(name: str) -> None:
+    """Name what the bench does next; a failure is reported as this step's."""
+    _FIGURES.current_step = name
+
+
+class Interrupted(BaseException):
+    """The bench got SIGTERM or SIGHUP: unwind, as for Ctrl-C, so that everything stops."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_BENCH_PID = os.getpid()
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    if os.getpid() != _BENCH_PID:  # a forked helper (multiprocessing): just die
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise Interrupted(signum)
+
+
+def run(main: Callable[[], object]) -> None:
+    """Run a bench's ``main``. If a step fails (an exception, Ctrl-C, SIGTERM), print the
+    traceback on stderr and, as the last line on stdout, the figures so far with an
+    ``error`` naming the step; then exit non-zero (1, or 128 + the signal)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _interrupted)
+    try:
+        main()
+    except BaseException as exc:
+        if isinstance(exc, SystemExit) and exc.code in (None, 0):
+            raise
+        if isinstance(exc, SystemExit):
+            message, status = str(exc.code), exc.code if isinstance(exc.code, int) else 1
+        elif isinstance(exc, Interrupted):
+            message, status = f"interrupted by {exc}", 128 + exc.signum
+        elif isinstance(exc, KeyboardInterrupt):
+            message, status = "interrupted by SIGINT", 128 + signal.SIGINT
+        else:
+            traceback.print_exc()  # the whole story (a server's log, say) is on stderr
+            first_line = next(iter(str(exc).splitlines()), "")
+            message, status = f"{type(exc).__name__}: {first_line}".strip(" :"), 1
+        sys.stderr.flush()
+        failed = {**_FIGURES, "error": f"{_FIGURES.current_step}: {message}"}
+        print(json.dumps(failed, sort_keys=True, default=str), flush=True)
+        sys.exit(status)
+
+
+# -- processes that cannot outlive the bench --------------------------------------------------
+
+_children: list[subprocess.Popen[Any]] = []
+_stacks: list[Stack] = []
+_databases: set[str] = set()
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec: nothing to import
+    """Linux: SIGTERM this child when the bench dies, even by SIGKILL."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
+def spawn(
+    command: Sequence[str], *, log: Path | None = None, **options: Any
+) -> subprocess.Popen[Any]:
+    """``subprocess.Popen`` in a process group of its own (which its own children join),
+    stopped with ``stop_process`` or, at the latest, when the bench exits. With ``log``
+    its stdout and stderr go to that file."""
+    if log is not None:
+        with log.open("ab") as output:
+            process = _start(command, stdout=output, stderr=subprocess.STDOUT, **options)
+    else:
+        process = _start(command, **options)
+    _children[:] = [child for child in _children if child.returncode is None]
+    _children.append(process)
+    return process
+
+
+def _start(command: Sequence[str], **options: Any) -> subprocess.Popen[Any]:
+    if _LIBC is not None:
+        options.setdefault("preexec_fn", _die_with_parent)
+    return subprocess.Popen(list(command), start_new_session=True, **options)
+
+
+def stop_process(process: subprocess.Popen[Any] | None, *, seconds: float = STOP_SECONDS) -> None:
+    """SIGTERM to the process's group, SIGKILL to what is left of it after ``seconds``."""
+    if process is None:
+        return
+    group = process.pid  # start_new_session: the child leads its group
+    if process.poll() is None:
+        _signal_group(group, signal.SIGTERM)
+        try:
+            process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            print(
+                f"bench: {process.args!r} ignored SIGTERM for {seconds:.0f} s; killing it",
+                file=sys.stderr,
+                flush=True,
+            )
+            _signal_group(group, signal.SIGKILL)
+            process.wait()
+    # Members that outlived their leader (a server's workers, its broker).
+    deadline = time.monotonic() + min(seconds, 5.0)
+    if _signal_group(group, signal.SIGTERM):
+        while time.monotonic() < deadline and _signal_group(group, 0):
+            time.sleep(0.05)
+        _signal_group(group, signal.SIGKILL)
+    with contextlib.suppress(ValueError):
+        _children.remove(process)
+
+
+def _signal_group(group: int, signum: int) -> bool:
+    """Whether the group still had a member to signal."""
+    try:
+        os.killpg(group, signum)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+@atexit.register
+def _leave_nothing_behind() -> None:
+    """At interpreter exit (registered after multiprocessing's, so it runs before it
+    waits for its children): stop every stack, process and database still there."""
+    for running in list(_stacks):
+        with contextlib.suppress(Exception):
+            running.stop()
+    for process in list(_children):
+        if process.returncode is None:  # not yet seen ending: its group may hold others
+            with contextlib.suppress(Exception):
+                stop_process(process)
+    for child in multiprocessing.active_children():
+        child.terminate()
+        child.join(timeout=5)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    for url in list(_databases):
+        with contextlib.suppress(Exception):
+            asyncio.run(_drop_pg_database(url))
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The end of a log file, for a message; empty if there is none."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def free_port() -> int:
@@ -67,13 +269,16 @@ async def _create_pg_database() -> str:
     await connection.execute(f'CREATE DATABASE "{name}"')
     await connection.close()
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
-    return base.replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
+    url = base.replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
+    _databases.add(url)  # dropped at exit if nothing else does
+    return url
 
 
 async def _drop_pg_database(url: str) -> None:
     connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
     await connection.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
     await connection.close()
+    _databases.discard(url)
 
 
 class Stack:
@@ -109,6 +314,9 @@ class Stack:
         self.device_port = free_port()  # Mosquitto's listener for devices
         self._server: subprocess.Popen[bytes] | None = None
         self._mosquitto: subprocess.Popen[bytes] | None = None
+        self._stopped = False
+        self._log_printed = False
+        _stacks.append(self)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -151,7 +359,9 @@ class Stack:
         return self
 
     def _start_mosquitto(self) -> None:
-        if shutil.which("mosquitto") is None:
+        # Debian installs it in /usr/sbin, which is not on every user's PATH.
+        mosquitto = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/sbin")
+        if mosquitto is None:
             raise SystemExit("needs mosquitto: apt-get install mosquitto")
         self.sesame(
             "broker",
@@ -164,15 +374,21 @@ class Stack:
             f"127.0.0.1:{self.mqtt_port}",
         )
         conf = self.directory / "mosquitto" / "mosquitto.conf"
-        self._mosquitto = subprocess.Popen(
-            ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        log = self.directory / "mosquitto.log"
+        self._mosquitto = spawn([mosquitto, "-c", str(conf)], log=log)
         (self.directory / "mosquitto.pid").write_text(str(self._mosquitto.pid))
-        _wait_for_port(self.mqtt_port)
-        _wait_for_port(self.device_port)
+        try:
+            _wait_for_port(self.mqtt_port)
+            _wait_for_port(self.device_port)
+        except RuntimeError as exc:
+            raise RuntimeError(f"mosquitto did not start ({exc}):\n{log_tail(log)}") from None
+
+    @property
+    def server_log(self) -> Path:
+        return self.directory / "server.log"
 
     def start_server(self, *args: str) -> None:
-        self._server = subprocess.Popen(
+        self._server = spawn(
             [
                 sys.executable,
                 "-m",
@@ -186,18 +402,20 @@ class Stack:
             ],
             env=self.env,
             cwd=self.directory,
-            stdout=open(self.directory / "server.log", "wb"),  # noqa: SIM115 - the child owns it
-            stderr=subprocess.STDOUT,
+            log=self.server_log,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
+            if self._server.poll() is not None:
+                raise RuntimeError(
+                    f"server exited with status {self._server.returncode} while starting:\n"
+                    + log_tail(self.server_log)
+                )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return
             time.sleep(0.2)
-        raise RuntimeError(
-            "server did not start: " + (self.directory / "server.log").read_text()[-3000:]
-        )
+        raise RuntimeError("server did not start within 60 s:\n" + log_tail(self.server_log))
 
     @property
     def server_pid(self) -> int:
@@ -205,20 +423,36 @@ class Stack:
         return self._server.pid
 
     def stop_server(self) -> None:
-        if self._server is not None and self._server.poll() is None:
-            self._server.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._server.wait(timeout=20)
+        """Stop the server (its whole process group); say so if it had died on its own."""
+        if self._server is None:
+            return
+        if self._server.poll() is not None:
+            self.print_server_log(f"the server exited with status {self._server.returncode}")
+        stop_process(self._server)
+        self._server = None
+
+    def print_server_log(self, why: str) -> None:
+        """The end of the server's output on stderr, once."""
+        tail = log_tail(self.server_log)
+        if tail and not self._log_printed:
+            self._log_printed = True
+            print(f"bench: {why}; the end of server.log:\n{tail}", file=sys.stderr, flush=True)
 
     def stop(self) -> None:
-        for process in (self._server, self._mosquitto):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(timeout=20)
-        if self.database == "postgresql" and self.database_url:
-            asyncio.run(_drop_pg_database(self.database_url))
-        shutil.rmtree(self.directory, ignore_errors=True)
+        """Everything the stack holds: server, broker, database, directory. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            self.stop_server()
+            stop_process(self._mosquitto)
+            self._mosquitto = None
+            if self.database == "postgresql" and self.database_url:
+                asyncio.run(_drop_pg_database(self.database_url))
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            with contextlib.suppress(ValueError):
+                _stacks.remove(self)
 
     # -- using it ---------------------------------------------------------------------------
 
@@ -291,6 +525,12 @@ def stack(**options: Any) -> Iterator[Stack]:
     running = Stack(**options)
     try:
         yield running.prepare()
+    except BaseException:
+        if running._server is not None and running._server.poll() is not None:
+            running.print_server_log(f"the server exited with status {running._server.returncode}")
+        else:
+            running.print_server_log("a step failed")
+        raise
     finally:
         running.stop()
 

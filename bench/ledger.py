@@ -47,7 +47,17 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import itertools
 
-from harness import _create_pg_database, _drop_pg_database, free_port, percentile, stack
+from harness import (
+    _create_pg_database,
+    _drop_pg_database,
+    free_port,
+    percentile,
+    record,
+    run,
+    spawn,
+    stack,
+    step,
+)
 from sesame.kit.logging import configure_logging
 from sesame.ledger import entries, merkle, tiles
 from sesame.ledger.note import Checkpoint, Signer, sign_checkpoint
@@ -288,7 +298,7 @@ def checkpoint_latencies(events: int, rate: float) -> list[float]:
         try:
             for number in (1, 2):
                 port = free_port()
-                process = subprocess.Popen(
+                process = spawn(
                     [
                         sys.executable, "-m", "sesame", "ledger", "witness",
                         "--name", f"witness{number}.bench",
@@ -393,10 +403,16 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="key events per second")
     args = parser.parse_args()
     configure_logging("warning", "console")
+    figures = record()
 
+    step("bare SQLite inserts")
     bare = bare_insert_rate(args.appends)
     print(f"bare SQLite batched insert ({BATCH}/txn): {bare:,.0f} rows/s", flush=True)
+    figures["bare_insert_per_s"] = round(bare)
+    step("durable appends, SQLite")
     sqlite_rate, signing_us = asyncio.run(sesame_append_rate("sqlite", args.appends))
+    figures["appends_per_s"] = round(sqlite_rate)
+    figures["signing_at_commit_us"] = round(signing_us, 1)
     print(
         f"durable appends, SQLite: {sqlite_rate:,.0f}/s ({sqlite_rate / bare:.0%} of bare);"
         f" signing at commit cost the producers {signing_us:.0f} µs per event",
@@ -404,8 +420,13 @@ def main() -> None:
     )
     unsealed, _ = asyncio.run(sesame_append_rate("sqlite", args.appends, sealed=False))
     print(f"  events not signed at commit (the sequencer signs): {unsealed:,.0f}/s", flush=True)
+    figures["appends_per_s_signed_by_sequencer"] = round(unsealed)
+    step("durable appends, PostgreSQL")
     pg_rate, _ = asyncio.run(sesame_append_rate("postgresql", args.appends))
     print(f"durable appends, PostgreSQL: {pg_rate:,.0f}/s", flush=True)
+    figures["appends_per_s_postgresql"] = round(pg_rate)
+
+    step("audit of a synthetic log")
 
     seed = os.urandom(32)
     started = time.perf_counter()
@@ -417,6 +438,8 @@ def main() -> None:
     audit_s, tree = audit_time(bodies, seed)
     del bodies
     print(f"audit of {tree.size:,} entries from tiles: {audit_s:.1f} s", flush=True)
+    figures["audit_1m_s"] = round(audit_s * 1_000_000 / tree.size, 2)
+    step("inclusion proofs")
     generated, verified = proof_rates(tree, args.proofs)
     print(
         f"inclusion proofs on {tree.size:,} entries: {generated:,.0f} generated/s,"
@@ -424,6 +447,9 @@ def main() -> None:
         flush=True,
     )
 
+    figures["proofs_generated_per_s"] = round(generated)
+    figures["proofs_verified_per_s"] = round(verified)
+    step("append -> cosigned checkpoint")
     latencies = checkpoint_latencies(args.events, args.rate)
     p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
     print(
@@ -452,4 +478,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

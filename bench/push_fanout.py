@@ -35,7 +35,7 @@ import uvloop
 from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import _create_pg_database, _drop_pg_database, rss_mb
+from harness import _create_pg_database, _drop_pg_database, record, rss_mb, run, step
 from sesame.app import create_app
 from sesame.demo import PLATFORM
 from sesame.kit.db import write_intent
@@ -266,12 +266,18 @@ async def sesame_run(url: str, service_account: dict[str, Any], residents: int) 
         async with app.router.lifespan_context(app):
             small = min(10_000, residents // 10) or residents
             log(f"seeding {small:,} + {residents:,} residents …")
+            step("seeding")
             _, small_site = await seed(runtime, small)
             _, site = await seed(runtime, residents)
             log(f"campaign to {small:,} …")
+            step(f"campaign to {small:,}")
             first = await campaign(runtime, small_site)
             log(f"  {first['per_s']:,.0f} deliveries/s, peak RSS {first['peak_rss_mb']:.0f} MB")
+            record().update(
+                small_recipients=small, peak_rss_mb_small=round(first["peak_rss_mb"], 1)
+            )
             log(f"campaign to {residents:,} …")
+            step(f"campaign to {residents:,}")
             full = await campaign(runtime, site)
             log(f"  {full['per_s']:,.0f} deliveries/s, peak RSS {full['peak_rss_mb']:.0f} MB")
         await runtime.close()
@@ -285,8 +291,10 @@ async def main(residents: int) -> None:
     with run_in_process(keep_messages=False) as standin:
         log(f"FCM stand-in at {standin.url}")
         result = await sesame_run(standin.url, standin.service_account, residents)
+        record().update(recipients=residents, deliveries_per_s=round(result["full"]["per_s"], 1))
         stats = standin.stats()
         log(f"floor: {residents:,} posts with the same clients …")
+        step("floor")
         floor_rate = await floor(standin.url, standin.service_account, residents)
         log(f"  {floor_rate:,.0f} posts/s")
     full = result["full"]
@@ -312,4 +320,4 @@ if __name__ == "__main__":
     arguments = parser.parse_args()
     # The loop ``sesame serve`` runs on (uvicorn picks uvloop when it is installed), for
     # Sesame and for the floor alike.
-    uvloop.run(main(arguments.recipients))
+    run(lambda: uvloop.run(main(arguments.recipients)))

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import _create_pg_database, _drop_pg_database, percentile
+from harness import _create_pg_database, _drop_pg_database, percentile, record, spawn, step
+from harness import run as run_bench
 from sesame.jobs import service as jobs
 from sesame.kit.ids import new_id
 from sesame.kit.logging import configure_logging
@@ -148,11 +149,7 @@ def run(database: str, workers: int, count: int) -> dict[str, float]:
         asyncio.run(fill(url, count))
         started = time.perf_counter()
         processes = [
-            subprocess.Popen(
-                [sys.executable, __file__, "--work", url],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
+            spawn([sys.executable, __file__, "--work", url], stdout=subprocess.PIPE, text=True)
             for _ in range(workers)
         ]
         reports = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in processes]
@@ -188,9 +185,10 @@ def main() -> None:
     if args.work:
         print(json.dumps(asyncio.run(work(args.work))))
         return
-    results: dict[str, float] = {}
+    results = record()
     for database, short in (("postgresql", "pg"), ("sqlite", "sqlite")):
         for workers in (1, 2):
+            step(f"{database}, {workers} worker{'s' if workers > 1 else ''}")
             figures = run(database, workers, args.jobs)
             prefix = f"{short}_{workers}w_"
             results.update({prefix + k: round(v, 1) for k, v in figures.items()})
@@ -200,4 +198,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_bench(main)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+import signal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, nullcontext, suppress
 from datetime import timedelta
+from types import FrameType
 
 from fastapi import APIRouter, FastAPI
 
@@ -41,6 +44,7 @@ from sesame.staff.endpoints import router as staff_router
 log = get_logger("sesame.app")
 
 MAINTENANCE_INTERVAL_SECONDS = 600.0
+STOP_STEP_FLOOR_SECONDS = 0.5
 GC_GEN0_THRESHOLD = 20_000
 
 DESCRIPTION = """\
@@ -93,7 +97,76 @@ async def _maintenance(runtime: Runtime) -> None:
             log.warning("purge_failed", error_type=type(exc).__name__)
 
 
-def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+def drain(runtime: Runtime) -> None:
+    """The process is stopping: long polls (``?wait=``) answer now with what they have,
+    so that the requests in flight finish instead of holding the shutdown."""
+    if runtime.gateway is not None:
+        runtime.gateway.engine.drain()
+
+
+@contextmanager
+def _draining_on_signals(runtime: Runtime) -> Iterator[None]:
+    """While the app serves, SIGTERM and SIGINT first drain it, then reach the server's
+    own handler (uvicorn's, which stops accepting and waits for the requests in flight).
+
+    Only over a Python handler the server installed, in the main thread: without one a
+    signal keeps its default meaning."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    chained: dict[int, Callable[[int, FrameType | None], object]] = {}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(drain, runtime)
+        chained[signum](signum, frame)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+        if callable(previous):
+            chained[signum] = previous
+            signal.signal(signum, on_signal)
+    try:
+        yield
+    finally:
+        for restored, handler in chained.items():
+            if signal.getsignal(restored) is on_signal:
+                signal.signal(restored, handler)
+
+
+async def _stop_within(
+    seconds: float, steps: list[tuple[str, Callable[[], Awaitable[None]]]]
+) -> None:
+    """Run the stopping steps in order within ``seconds``: a step still running at the
+    end is cancelled (and logged) rather than waited for, so a stuck peer cannot hold
+    the process. Each step after one that overran still gets ``STOP_STEP_FLOOR_SECONDS``:
+    the broker closes even when the workers would not."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    for name, step in steps:
+        task = asyncio.ensure_future(step())
+        budget = max(STOP_STEP_FLOOR_SECONDS, deadline - loop.time())
+        done, _ = await asyncio.wait({task}, timeout=budget)
+        if not done:
+            task.cancel()
+            log.warning("shutdown_step_overran", step=name, budget_seconds=seconds)
+        elif not task.cancelled() and task.exception() is not None:
+            log.warning(
+                "shutdown_step_failed", step=name, error_type=type(task.exception()).__name__
+            )
+
+
+def serve_app() -> FastAPI:
+    """The app as ``sesame serve`` runs it: drained by the signals that stop it."""
+    return create_app(drain_on_signals=True)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    drain_on_signals: bool = False,
+) -> FastAPI:
     """The ASGI app. Given a ``runtime``, the caller owns it (and its logging setup)."""
     owns_runtime = runtime is None
     if runtime is None:
@@ -122,15 +195,28 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             broker=runtime.settings.broker_url if runtime.gateway else None,
         )
         try:
-            yield
+            with _draining_on_signals(runtime) if drain_on_signals else nullcontext():
+                yield
         finally:
-            await stop_workers(workers)
-            await stop_notifications(notifier, runtime)
-            await stop_ledger(ledger_work, runtime)
-            maintenance.cancel()
-            with suppress(asyncio.CancelledError):
-                await maintenance
-            await stop_devices(runtime)
+            drain(runtime)
+
+            async def stop_maintenance() -> None:
+                maintenance.cancel()
+                with suppress(asyncio.CancelledError):
+                    await maintenance
+
+            # Bounded like the requests before them: the gateway and the embedded broker
+            # last, so that what the workers and senders still publish gets out.
+            await _stop_within(
+                max(1.0, runtime.settings.shutdown_grace_seconds),
+                [
+                    ("workers", lambda: stop_workers(workers)),
+                    ("notifications", lambda: stop_notifications(notifier, runtime)),
+                    ("ledger", lambda: stop_ledger(ledger_work, runtime)),
+                    ("maintenance", stop_maintenance),
+                    ("devices", lambda: stop_devices(runtime)),
+                ],
+            )
             if owns_runtime:
                 await runtime.close()
 

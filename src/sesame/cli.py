@@ -123,7 +123,11 @@ def serve(
     finally:
         if broker is not None:
             broker.terminate()
-            broker.wait(timeout=15)
+            try:
+                broker.wait(timeout=settings.shutdown_grace_seconds + 5)
+            except subprocess.TimeoutExpired:
+                broker.kill()
+                broker.wait()
 
 
 @app.command()
@@ -175,11 +179,26 @@ async def _work(settings: Settings, count: int) -> None:
         await runtime.close()
 
 
+def _stopped_by_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _run_uvicorn(settings: Settings) -> None:
+    """uvicorn, stopping on SIGTERM as on Ctrl-C: no new connections, the requests in
+    flight finish (long polls answer at once, see ``sesame.app.drain``) for at most
+    ``SESAME_SHUTDOWN_GRACE_SECONDS``, then the app's shutdown closes the workers, the
+    gateway and the broker, and the process exits 0."""
+    import signal
+
     import uvicorn
 
+    # uvicorn handles SIGTERM itself, puts back the handler it found and raises the signal
+    # again once it has stopped; with the default handler that kills the process (status
+    # 143) after a clean stop. This one makes it a normal exit, also if SIGTERM comes
+    # before uvicorn listens.
+    signal.signal(signal.SIGTERM, _stopped_by_sigterm)
     uvicorn.run(
-        "sesame.app:create_app",
+        "sesame.app:serve_app",
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -192,7 +211,7 @@ def _run_uvicorn(settings: Settings) -> None:
         # X-Forwarded-For is Sesame's to read, from SESAME_TRUSTED_PROXIES only: uvicorn
         # would otherwise believe it from any local peer.
         proxy_headers=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
 
 
@@ -207,11 +226,16 @@ def broker_run() -> None:
     configure_logging(settings.log_level, settings.log_format)
 
     async def run() -> None:
+        import signal
+
         runtime = build_runtime(settings)
         broker = embedded_broker(runtime)
         await broker.start()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await broker.stop()
             await runtime.close()

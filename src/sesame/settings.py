@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     request_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # On SIGTERM: how long requests in flight may take to finish before they are cancelled;
+    # the gateway, broker, workers and loops then get as long again to close.
+    shutdown_grace_seconds: int = Field(default=5, ge=0, le=3600)
 
     # Secrets and tokens
     secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET_KEY)

@@ -120,6 +120,7 @@ class AttemptEngine:
         self._waiting: dict[UUID, int] = {}
         self._finished: dict[UUID, ActionAttempt] = {}
         self._watchers: dict[UUID, asyncio.Task[None]] = {}
+        self._draining = False
         self.retries_sent = 0
 
     # -- submitting -------------------------------------------------------------------------
@@ -474,7 +475,9 @@ class AttemptEngine:
 
         Results heard by this process wake the waiter at once (no database read on that
         path); every ``POLL_SECONDS`` it also reads the attempt, for results another
-        process heard and for timeouts.
+        process heard and for timeouts. Once the process is stopping (``drain``) it
+        answers within ``POLL_SECONDS`` with the attempt as it stands, so that a long wait
+        never holds a shutdown.
         """
         deadline = time.monotonic() + seconds
         done = self._done_event(attempt_id)
@@ -482,7 +485,7 @@ class AttemptEngine:
         try:
             while True:
                 remaining = deadline - time.monotonic()
-                if remaining > 0:
+                if remaining > 0 and not self._draining:
                     try:
                         await asyncio.wait_for(done.wait(), timeout=min(remaining, POLL_SECONDS))
                         done.clear()  # consumed; a wake during the next read sets it again
@@ -496,10 +499,18 @@ class AttemptEngine:
                     attempt is None
                     or attempt.status is not AttemptStatus.PENDING
                     or time.monotonic() >= deadline
+                    or self._draining
                 ):
                     return attempt
         finally:
             self._release(attempt_id)
+
+    def drain(self) -> None:
+        """The process is stopping: waits answer with what they have from now on.
+
+        Only a flag the waits poll: the events they sleep on are shared with the watchers,
+        which must not take a wake-up for a result."""
+        self._draining = True
 
     async def _read(self, attempt_id: UUID) -> ActionAttempt | None:
         async with self.runtime.read_session_factory() as session:
