@@ -26,7 +26,7 @@ test: $(STAMP)  ## the whole suite, on SQLite and on PostgreSQL
 
 BENCHES     := api_throughput command_rtt event_ingest device_fleet credential_verify \
                ledger scheduler push_fanout
-BENCH_TOOLS := wrk hey mosquitto
+BENCH_TOOLS := wrk mosquitto
 
 bench: $(STAMP) bench-tools  ## load figures: every bench/*.py, each ending with one JSON line
 	@failed=""; for name in $(BENCHES); do \

@@ -5,12 +5,17 @@ What it measures, for each backend and worker count, against a real ``sesame ser
 - GET by id (``/v1/sites/{id}``) and a list (``/v1/units?site_id=...``, 50 per page),
   both authenticated with a partner API key, at saturation (wrk, 64 connections):
   requests per second and p50/p99 latency;
-- the same GET by id at half the saturated rate (hey, rate-limited): p99 latency, the
-  figure that matters for users;
-- ``/healthz`` (same framework and middleware, no database): the ceiling.
+- the same GET by id at half the saturated rate: p50 and p99 latency, the figure that
+  matters for users. Arrivals are open-loop (``bench/paced.lua``: wrk starting requests
+  at exponentially spaced times), as users arrive; ``hey -q`` was used before, but its
+  workers tick in phase, so it sent bursts of 32 requests at once and measured how
+  long a burst takes to drain, not the latency at half load;
+- ``/healthz`` (same framework and middleware, no database): the ceiling;
+- the server's CPU time per request (all its processes) for the GET by id and for
+  ``/healthz``: on a machine shared with other work it moves far less than the rates.
 
-The load generators are C and Go programs (Debian packages ``wrk`` and ``hey``) and use a
-few percent of a core, so the server is what saturates. The last line printed is one
+The load generator is wrk (Debian package ``wrk``), a C program that uses a few percent of
+a core, so the server is what saturates. The last line printed is one
 JSON object with every figure; ``*_p99_ms_*`` keys without ``saturated`` are at half load.
 
 Usage: ``python bench/api_throughput.py [--seconds 8] [--skip-postgres]``
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -44,6 +50,8 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "SESAME_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 CONNECTIONS = 64
+THREADS = 2
+PACED_SCRIPT = ROOT / "bench" / "paced.lua"
 
 
 def free_port() -> int:
@@ -111,49 +119,43 @@ class Server:
         stop_process(self.process)
         raise RuntimeError(f"server did not start:\n{log_tail(log)}")
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the server and every process under it (its workers)."""
+        total, pending = 0, [self.process.pid]
+        while pending:
+            pid = pending.pop()
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+                pending += [
+                    int(child)
+                    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                ]
+        return total / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         stop_process(self.process)
 
 
-def wrk(url: str, seconds: int, api_key: str | None) -> dict[str, float]:
-    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", url]
+def wrk(url: str, seconds: int, api_key: str | None, rate: float | None = None) -> dict[str, float]:
+    """At saturation (every connection sends as soon as it has its answer), or with
+    requests started at ``rate`` per second whatever the latency (``bench/paced.lua``)."""
+    command = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
     if api_key:
-        command[1:1] = ["-H", f"Authorization: Bearer {api_key}"]
+        command += ["-H", f"Authorization: Bearer {api_key}"]
+    if rate is not None:
+        command += ["-s", str(PACED_SCRIPT), url, "--", f"{rate / THREADS:.2f}"]
+    else:
+        command.append(url)
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"{url}: {errors.group(1)} error responses\n{out}")
     return {
+        "requests": float(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         "p50_ms": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
         "p99_ms": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
-    }
-
-
-def hey_at_rate(url: str, seconds: int, api_key: str, rate: float) -> dict[str, float]:
-    workers = 32
-    per_worker = max(1.0, rate / workers)
-    out = subprocess.run(
-        [
-            "hey",
-            "-z",
-            f"{seconds}s",
-            "-c",
-            str(workers),
-            "-q",
-            f"{per_worker:.2f}",
-            "-H",
-            f"Authorization: Bearer {api_key}",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50_ms": float(re.search(r"50%+ in ([\d.]+) secs", out).group(1)) * 1000,  # type: ignore[union-attr]
-        "p99_ms": float(re.search(r"99%+ in ([\d.]+) secs", out).group(1)) * 1000,  # type: ignore[union-attr]
     }
 
 
@@ -179,10 +181,14 @@ def measure(
             listing = f"{server.url}/v1/units?site_id={site_id}&limit=50"
             wrk(by_id, 2, api_key)  # warm-up: connections, caches, prepared statements
             suffix = f"{label}_{workers}w"
+            before = server.cpu_seconds()
             get = wrk(by_id, seconds, api_key)
-            half = hey_at_rate(by_id, seconds, api_key, get["rps"] / 2)
+            get_cpu_us = (server.cpu_seconds() - before) / get["requests"] * 1e6
+            half = wrk(by_id, seconds, api_key, rate=get["rps"] / 2)
             lst = wrk(listing, seconds, api_key)
+            before = server.cpu_seconds()
             bare = wrk(f"{server.url}/healthz", seconds, None)
+            bare_cpu_us = (server.cpu_seconds() - before) / bare["requests"] * 1e6
             figures.update(
                 {
                     f"get_by_id_rps_{suffix}": round(get["rps"]),
@@ -195,12 +201,16 @@ def measure(
                     f"list_p50_ms_saturated_{suffix}": lst["p50_ms"],
                     f"list_p99_ms_saturated_{suffix}": lst["p99_ms"],
                     f"bare_rps_{suffix}": round(bare["rps"]),
+                    # Server CPU per request: steadier than rates on a shared machine.
+                    f"get_by_id_server_cpu_us_{suffix}": round(get_cpu_us),
+                    f"bare_server_cpu_us_{suffix}": round(bare_cpu_us),
                 }
             )
             print(
                 f"{suffix}: GET by id {get['rps']:.0f} req/s (p99 {get['p99_ms']} ms "
                 f"saturated, {half['p99_ms']:.1f} ms at {half['rps']:.0f} req/s); "
-                f"list {lst['rps']:.0f} req/s; bare {bare['rps']:.0f} req/s",
+                f"list {lst['rps']:.0f} req/s; bare {bare['rps']:.0f} req/s; server CPU per "
+                f"request {get_cpu_us:.0f} us (GET by id), {bare_cpu_us:.0f} us (bare)",
                 flush=True,
             )
         finally:
@@ -212,9 +222,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--skip-postgres", action="store_true")
     args = parser.parse_args()
-    missing = [tool for tool in ("wrk", "hey") if shutil.which(tool) is None]
-    if missing:
-        sys.exit(f"needs {', '.join(missing)}: apt-get install {' '.join(missing)}")
+    if shutil.which("wrk") is None:
+        sys.exit("needs wrk: apt-get install wrk")
 
     figures = record()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("SESAME_")}

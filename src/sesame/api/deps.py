@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sesame.api.route import runtime_of
-from sesame.auth.principal import Principal, authenticate
+from sesame.auth.principal import Principal, authenticate, known_principal
 from sesame.kit import addresses
 from sesame.kit.errors import Forbidden, Unauthorized
 from sesame.outbox.actor import bind_actor
@@ -46,10 +46,12 @@ async def _principal(
     runtime: AppRuntime,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    # Read outside the request's transaction: on SQLite a writing request holds the
-    # write lock from its first statement, and the endpoint may hash a password first.
-    async with runtime.read_session_factory() as reader:
-        principal = await authenticate(request, reader, runtime)
+    principal = known_principal(request, runtime)  # no session when the cache knows it
+    if principal is None:
+        # Read outside the request's transaction: on SQLite a writing request holds the
+        # write lock from its first statement, and the endpoint may hash a password first.
+        async with runtime.read_session_factory() as reader:
+            principal = await authenticate(request, reader, runtime)
     if principal is None:
         raise Unauthorized("authentication required")
     bind_actor(principal.actor())  # recorded on the request's domain events

@@ -211,7 +211,26 @@ async def authenticate(request: Request, session: Any, runtime: Any) -> Principa
     return principal
 
 
-async def _resolve(request: Request, session: Any, runtime: Any) -> Principal | None:
+def known_principal(request: Request, runtime: Any) -> Principal | None:
+    """The request's principal when it is known without the database: resolved earlier
+    in this request, or in the credential cache. None means ``authenticate`` must decide
+    (no credential, a bad one, or one not seen for a while)."""
+    cached = getattr(request.state, _CACHE_ATTR, None)
+    if cached is not None:
+        return cached if isinstance(cached, Principal) else None
+    try:
+        credential = _bearer_credential(request)
+    except Unauthorized:
+        return None
+    if credential is None:
+        return None
+    principal: Principal | None = runtime.credential_cache.get(credential, runtime.clock.now())
+    if principal is not None:
+        setattr(request.state, _CACHE_ATTR, principal)
+    return principal
+
+
+def _bearer_credential(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if not header:
         return None
@@ -219,6 +238,13 @@ async def _resolve(request: Request, session: Any, runtime: Any) -> Principal | 
     credential = credential.strip()
     if scheme.lower() != "bearer" or not credential:
         raise Unauthorized("use 'Authorization: Bearer <token or API key>'")
+    return credential
+
+
+async def _resolve(request: Request, session: Any, runtime: Any) -> Principal | None:
+    credential = _bearer_credential(request)
+    if credential is None:
+        return None
     now = runtime.clock.now()
     cached: Principal | None = runtime.credential_cache.get(credential, now)
     if cached is not None:

@@ -89,6 +89,9 @@ class ObservabilityMiddleware:
         self.app = app
         self.skip_access_log = skip_access_log
         self.trusted_proxies = trusted_proxies
+        # The labelled series by (method, route template, status), looked up once each:
+        # as bounded as the labels themselves.
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,10 +132,14 @@ class ObservabilityMiddleware:
     def _record(self, scope: Scope, status: int, elapsed: float) -> None:
         route = _route_template(scope)
         method = scope.get("method", "")
-        status_label = str(status)
         try:
-            HTTP_REQUESTS.labels(method, route, status_label).inc()
-            HTTP_LATENCY.labels(method, route, status_label).observe(elapsed)
+            series = self._series.get((method, route, status))
+            if series is None:
+                labels = (method, route, str(status))
+                series = HTTP_REQUESTS.labels(*labels), HTTP_LATENCY.labels(*labels)
+                self._series[(method, route, status)] = series
+            series[0].inc()
+            series[1].observe(elapsed)
         except Exception as exc:  # metrics must not fail a request either
             log.warning("metrics_failed", error_type=type(exc).__name__)
         if route in self.skip_access_log:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, Select, false, select
+from sqlalchemy import ColumnElement, Select, bindparam, false, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sesame.kit.db import try_advisory_xact_lock
@@ -48,17 +48,45 @@ PARTNER_WIDE = "*"
 
 def tenant_clauses(model: Any, scope: TenantScope) -> list[ColumnElement[bool]]:
     """The WHERE clauses that confine ``model`` to ``scope``."""
+    return _confine(model, scope.partner_id, scope.site_ids)
+
+
+def _confine(model: Any, partner: Any, site_ids: Any) -> list[ColumnElement[bool]]:
+    """``tenant_clauses`` over values or over bound parameters that stand for them."""
     partner_column, site_column = model.__tenant_columns__
     clauses: list[ColumnElement[bool]] = []
-    if scope.partner_id is not None:
-        clauses.append(getattr(model, partner_column) == scope.partner_id)
-    if scope.site_ids is not None and site_column != PARTNER_WIDE:
+    if partner is not None:
+        clauses.append(getattr(model, partner_column) == partner)
+    if site_ids is not None and site_column != PARTNER_WIDE:
         if site_column is None:
             # A site-scoped caller sees no partner-wide rows of this kind.
             clauses.append(false())
         else:
-            clauses.append(getattr(model, site_column).in_(scope.site_ids))
+            clauses.append(getattr(model, site_column).in_(site_ids))
     return clauses
+
+
+_BY_ID: dict[tuple[type[Any], bool, bool], Select[Any]] = {}
+
+
+def _by_id_statement(repository: type[CrudRepository[Any]], scope: TenantScope) -> Select[Any]:
+    """``scoped(scope).where(id == ...)`` with the values as bound parameters, built once
+    per repository and shape of scope: a GET by id then neither builds the statement nor
+    computes its cache key again (both cost more than the query on the wire)."""
+    shape = (repository, scope.partner_id is not None, scope.site_ids is not None)
+    statement = _BY_ID.get(shape)
+    if statement is None:
+        model = repository.model
+        clauses = _confine(
+            model,
+            bindparam("tenant_partner_id") if scope.partner_id is not None else None,
+            bindparam("tenant_site_ids", expanding=True) if scope.site_ids is not None else None,
+        )
+        statement = select(model).where(*clauses, model.id == bindparam("object_id"))
+        if repository.load_options:
+            statement = statement.options(*repository.load_options)
+        _BY_ID[shape] = statement
+    return statement
 
 
 class SessionRepository:
@@ -78,6 +106,8 @@ class SessionRepository:
 
 class CrudRepository(Generic[M]):
     model: ClassVar[type[Any]]
+    # Loader options every read of the resource needs (eager loads of its collections).
+    load_options: ClassVar[tuple[Any, ...]] = ()
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -87,11 +117,21 @@ class CrudRepository(Generic[M]):
         return []
 
     def scoped(self, scope: TenantScope) -> Select[Any]:
-        return select(self.model).where(*tenant_clauses(self.model, scope))
+        statement = select(self.model).where(*tenant_clauses(self.model, scope))
+        return statement.options(*self.load_options) if self.load_options else statement
 
     async def get(self, scope: TenantScope, object_id: UUID) -> M | None:
-        statement = self.scoped(scope).where(self.model.id == object_id)
-        result = await self.session.execute(statement)
+        if type(self).scoped is not CrudRepository.scoped:  # a scope of its own: honour it
+            result = await self.session.execute(
+                self.scoped(scope).where(self.model.id == object_id)
+            )
+        else:
+            parameters: dict[str, Any] = {"object_id": object_id}
+            if scope.partner_id is not None:
+                parameters["tenant_partner_id"] = scope.partner_id
+            if scope.site_ids is not None:
+                parameters["tenant_site_ids"] = list(scope.site_ids)
+            result = await self.session.execute(_by_id_statement(type(self), scope), parameters)
         found: M | None = result.scalar_one_or_none()
         return found
 

@@ -5,18 +5,16 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import selectinload
 
-from sesame.kit.repository import CrudRepository, TenantScope
+from sesame.kit.repository import CrudRepository
 from sesame.models import StaffAccount
 
 
 class StaffRepository(CrudRepository[StaffAccount]):
     model = StaffAccount
-
-    def scoped(self, scope: TenantScope) -> Select[Any]:
-        return super().scoped(scope).options(selectinload(StaffAccount.site_scopes))
+    load_options = (selectinload(StaffAccount.site_scopes),)
 
     def filter_clauses(self, query: Any) -> list[ColumnElement[bool]]:
         clauses: list[ColumnElement[bool]] = []
