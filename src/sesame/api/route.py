@@ -24,7 +24,7 @@ from starlette.responses import Response
 
 from sesame.api import idempotency
 from sesame.auth.principal import authenticate, record_api_key_use
-from sesame.kit.db import commit, reset_write_intent, set_write_intent
+from sesame.kit.db import commit, reset_write_intent, set_write_intent, urgent
 from sesame.kit.errors import Conflict, SesameError, Unauthorized
 from sesame.kit.logging import get_logger
 from sesame.runtime import Runtime
@@ -73,7 +73,8 @@ class SesameRoute(APIRoute):
             unsafe = request.method not in SAFE_METHODS
             token = set_write_intent(unsafe)
             try:
-                return await _in_transaction(request, runtime, endpoint_handler, unsafe=unsafe)
+                with urgent():  # someone waits for the answer: before background writers
+                    return await _in_transaction(request, runtime, endpoint_handler, unsafe=unsafe)
             finally:
                 reset_write_intent(token)
                 await record_api_key_use(request, runtime)

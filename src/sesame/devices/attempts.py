@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sesame.devices import health, protocol
 from sesame.devices.drivers import driver_for
 from sesame.devices.repository import AttemptRepository, DeviceRepository
-from sesame.kit.db import commit, write_intent
+from sesame.kit.db import commit, urgent, write_intent
 from sesame.kit.errors import Conflict
 from sesame.kit.ids import new_id
 from sesame.kit.logging import get_logger
@@ -135,13 +135,15 @@ class AttemptEngine:
         ttl_seconds: int | None,
         requested_by: str | None,
         locked: bool = False,
+        unfinished: int | None = None,
     ) -> tuple[ActionAttempt, protocol.Command | None]:
         """Persist an attempt in the caller's transaction.
 
         Returns the command to publish when the device can take it right away (nothing
         pending, online); the caller publishes it with ``sent`` after committing.
         Otherwise the attempt waits in the queue and the caller calls ``dispatch`` after
-        committing. ``locked``: the caller loaded ``device`` with its row lock.
+        committing. ``locked``: the caller loaded ``device`` with its row lock, and
+        ``unfinished`` is how many attempts it had then (one query less when known).
         """
         if device.status is not DeviceStatus.ACTIVE:
             raise Conflict("the device is decommissioned", device_id=str(device.id))
@@ -172,7 +174,11 @@ class AttemptEngine:
         send_now = (
             device.online
             and self._is_connected()
-            and not await attempts.pending_for(device.id, limit=1)
+            and not (
+                unfinished
+                if unfinished is not None and locked
+                else await attempts.pending_for(device.id, limit=1)
+            )
         )
         if send_now:
             _mark_sent(attempt, now)
@@ -222,7 +228,7 @@ class AttemptEngine:
 
     async def dispatch(self, device_id: UUID) -> None:
         """Send the device's next queued attempt if it has none in flight; expire stale ones."""
-        with write_intent():
+        with write_intent(), urgent():
             async with self.runtime.session_factory() as session:
                 device = await DeviceRepository(session).locked(device_id)
                 if device is None:
@@ -273,11 +279,12 @@ class AttemptEngine:
         """Finish the attempt a result answers and, in the same transaction, take the
         device's next one."""
         step = _Step()
-        with write_intent():
+        with write_intent(), urgent():
             async with self.runtime.session_factory() as session:
-                device = await DeviceRepository(session).locked(device_id)
-                if device is None:
+                found = await DeviceRepository(session).locked_with_queue(device_id)
+                if found is None:
                     return
+                device, unfinished = found
                 if _busy_with_it(result) and await _was_resent(session, result, device_id):
                     # Section 4: a device still carrying out a command may answer a repeat
                     # with busy; its result comes later and is the one that counts.
@@ -300,7 +307,8 @@ class AttemptEngine:
                 if finished is not None:
                     await outbox.append(session, [self._finished_message(finished)])
                     await self.runtime.device_hooks.finished(session, finished)
-                    step = await self._next(session, device)
+                    if unfinished > 1:  # more than the one just finished: take the next
+                        step = await self._next(session, device)
                     step.finished.insert(0, finished)
                 elif not await AttemptRepository(session).issued_to(result.command_id, device_id):
                     await self._unexpected(session, device, result.command_id)
@@ -364,7 +372,7 @@ class AttemptEngine:
 
     async def _time_out(self, attempt_id: UUID, device_id: UUID) -> None:
         step = _Step()
-        with write_intent():
+        with write_intent(), urgent():
             async with self.runtime.session_factory() as session:
                 device = await DeviceRepository(session).locked(device_id)
                 if device is None:
@@ -441,7 +449,7 @@ class AttemptEngine:
             self._release(attempt_id)
 
     async def _record_resend(self, attempt_id: UUID, now: datetime) -> None:
-        with write_intent():
+        with write_intent(), urgent():
             async with self.runtime.session_factory() as session:
                 attempt = await AttemptRepository(session).by_id(attempt_id)
                 if attempt is not None and attempt.status is AttemptStatus.PENDING:

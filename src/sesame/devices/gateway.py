@@ -1,12 +1,17 @@
-"""The gateway: Sesame's MQTT client, one per process.
+"""The gateway: Sesame's MQTT clients, two per process.
 
 It subscribes to every device's results, events, state, presence, heartbeats and time
 requests (with ``+`` wildcards), and turns each into database work through the attempt
-engine, the event ingestor and the presence rules. Every handler is guarded: a malformed
-message is counted and dropped, a failing handler is logged, and neither ever stops the
-client. The client is gmqtt (asyncio sockets, so TCP_NODELAY is on): measured on
-loopback against the same broker, a QoS 1 round trip took 0.5 ms with gmqtt and 88 ms
-with the paho-based aiomqtt.
+engine, the event ingestor and the presence rules. Commands and their results have a
+connection of their own (the *command lane*): the broker queues a client's messages in
+order, so on a shared connection a result would wait behind every event that arrived
+before it — at 1,000 events a second, long enough for the command to be resent. Results
+then go before background work at the database too (``sesame.kit.db.urgent``).
+
+Every handler is guarded: a malformed message is counted and dropped, a failing handler
+is logged, and neither ever stops the client. The client is gmqtt (asyncio sockets, so
+TCP_NODELAY is on): measured on loopback against the same broker, a QoS 1 round trip
+took 0.5 ms with gmqtt and 88 ms with the paho-based aiomqtt.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from sesame.devices.attempts import AttemptEngine
 from sesame.devices.broker import CONTROL_DISCONNECT
 from sesame.devices.ingest import EventIngestor
 from sesame.devices.repository import DeviceRepository
-from sesame.kit.db import write_intent
+from sesame.kit.db import urgent, write_intent
 from sesame.kit.logging import get_logger
 from sesame.kit.retry import backoff_delay
 from sesame.outbox import repository as outbox
@@ -62,12 +67,16 @@ HANDLER_ERRORS = Counter(
     ["channel"],
 )
 
-SUBSCRIBED_CHANNELS = (
+# The command lane: results, and what says whether a device can take a command now (its
+# presence and heartbeats), so that a flood of events never makes a device look offline.
+COMMAND_CHANNELS = (
     protocol.Channel.RESULTS,
-    protocol.Channel.EVENTS,
-    protocol.Channel.STATE,
     protocol.Channel.STATUS,
     protocol.Channel.HEARTBEAT,
+)
+SUBSCRIBED_CHANNELS = (
+    protocol.Channel.EVENTS,
+    protocol.Channel.STATE,
     protocol.Channel.TIME_REQUEST,
     protocol.Channel.TIME_REPORT,
 )
@@ -122,39 +131,74 @@ class Gateway:
             f"{protocol.GATEWAY_USERNAME}-{secrets.token_hex(8)}-{socket.gethostname()}"
             f"-{os.getpid()}"
         )
-        self._client = _JitteredClient(client_id[:64], clean_session=True)
-        self._client.set_auth_credentials(protocol.GATEWAY_USERNAME, password)
-        self._client.on_connect = self._on_connect
-        self._client.on_message = self._on_message
-        self._client.on_disconnect = self._on_disconnect
-        self.engine = AttemptEngine(runtime, self.publish, is_connected=lambda: self.connected)
+        self._ready = asyncio.Event()
+        self._commands_ready = asyncio.Event()
+        self._client = self._new_client("events", client_id[:62], SUBSCRIBED_CHANNELS, self._ready)
+        self._commands = self._new_client(
+            "commands", client_id[:62] + "-c", COMMAND_CHANNELS, self._commands_ready
+        )
+        self.engine = AttemptEngine(
+            runtime, self.publish_command, is_connected=lambda: self.connected
+        )
         self.ingestor = EventIngestor(runtime, self.publish)
         self._locks: defaultdict[UUID, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._heard: set[UUID] = set()
         self.ingestor.on_seen = lambda devices: self._heard.update(devices)
         self._states: dict[UUID, protocol.ReportedState] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._ready = asyncio.Event()
+
+    def _new_client(
+        self,
+        lane: str,
+        client_id: str,
+        channels: tuple[protocol.Channel, ...],
+        ready: asyncio.Event,
+    ) -> _JitteredClient:
+        client = _JitteredClient(client_id, clean_session=True)
+        client.set_auth_credentials(protocol.GATEWAY_USERNAME, self.password)
+
+        def connected(client: Any, flags: Any, rc: Any, properties: Any) -> None:
+            client.failures = 0
+            for channel in channels:
+                client.subscribe(protocol.wildcard(channel), qos=protocol.QOS[channel])
+            ready.set()
+            log.info("gateway_subscribed", lane=lane)
+
+        def disconnected(client: Any, packet: Any, exc: Any = None) -> None:
+            ready.clear()
+            log.warning("gateway_disconnected", lane=lane)
+
+        client.on_connect = connected
+        client.on_message = self._on_message
+        client.on_disconnect = disconnected
+        return client
 
     @property
     def connected(self) -> bool:
-        return bool(self._client.is_connected) and self._ready.is_set()
+        """Both lanes are up: commands can be sent and events heard."""
+        return (
+            bool(self._client.is_connected)
+            and self._ready.is_set()
+            and bool(self._commands.is_connected)
+            and self._commands_ready.is_set()
+        )
 
     async def start(self, *, connect_timeout: float = 30.0) -> None:
         deadline = time.monotonic() + connect_timeout
-        attempt = 0
-        while True:
-            try:
-                await self._client.connect(self.host, self.port, keepalive=30, version=MQTTv311)
-                break
-            except (OSError, gmqtt.mqtt.handler.MQTTConnectError) as exc:
-                attempt += 1
-                if time.monotonic() > deadline:
-                    raise ConnectionError(
-                        f"MQTT broker {self.host}:{self.port} unreachable"
-                    ) from exc
-                await asyncio.sleep(backoff_delay(attempt, base=0.2, cap=3.0) + 0.05)
-        await asyncio.wait_for(self._ready.wait(), timeout=connect_timeout)
+        for client, ready in ((self._commands, self._commands_ready), (self._client, self._ready)):
+            attempt = 0
+            while True:
+                try:
+                    await client.connect(self.host, self.port, keepalive=30, version=MQTTv311)
+                    break
+                except (OSError, gmqtt.mqtt.handler.MQTTConnectError) as exc:
+                    attempt += 1
+                    if time.monotonic() > deadline:
+                        raise ConnectionError(
+                            f"MQTT broker {self.host}:{self.port} unreachable"
+                        ) from exc
+                    await asyncio.sleep(backoff_delay(attempt, base=0.2, cap=3.0) + 0.05)
+            await asyncio.wait_for(ready.wait(), timeout=max(0.1, deadline - time.monotonic()))
         self.ingestor.start()
         self._tasks = [
             asyncio.create_task(self._every(SWEEP_SECONDS, self._sweep)),
@@ -171,13 +215,21 @@ class Gateway:
                 await task
         await self.ingestor.stop()
         await self.engine.close()
-        with contextlib.suppress(Exception):
-            await self._client.disconnect()
+        for client in (self._client, self._commands):
+            with contextlib.suppress(Exception):
+                await client.disconnect()
 
     async def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> None:
+        """Publish on the events lane: acknowledgements, retained state, control."""
         if not self.connected:
             raise ConnectionError("not connected to the MQTT broker")
         self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    async def publish_command(self, topic: str, payload: bytes, qos: int) -> None:
+        """Publish on the command lane, which carries nothing but commands and results."""
+        if not self.connected:
+            raise ConnectionError("not connected to the MQTT broker")
+        self._commands.publish(topic, payload, qos=qos)
 
     async def disconnect_device(self, device_id: UUID) -> None:
         """Ask the broker to drop a device's live session (its credentials changed)."""
@@ -188,17 +240,6 @@ class Gateway:
             log.warning("device_disconnect_not_sent", device_id=str(device_id))
 
     # -- connection -------------------------------------------------------------------------
-
-    def _on_connect(self, client: Any, flags: Any, rc: Any, properties: Any) -> None:
-        client.failures = 0
-        for channel in SUBSCRIBED_CHANNELS:
-            client.subscribe(protocol.wildcard(channel), qos=protocol.QOS[channel])
-        self._ready.set()
-        log.info("gateway_subscribed")
-
-    def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
-        self._ready.clear()
-        log.warning("gateway_disconnected")
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[Any]]) -> None:
         while True:
@@ -317,7 +358,7 @@ class Gateway:
     async def _presence(self, device_id: UUID, presence: protocol.Presence) -> None:
         came_online = False
         async with self._locks[device_id]:
-            with write_intent():
+            with write_intent(), urgent():
                 async with self.runtime.session_factory() as session:
                     device = await DeviceRepository(session).locked(device_id)
                     if device is None or device.credential_hash is None:
@@ -373,12 +414,14 @@ class Gateway:
     async def _sweep(self) -> None:
         await self.engine.sweep()
         cutoff = self.runtime.clock.now() - self.heartbeat_timeout
-        with write_intent():
+        with write_intent(), urgent():
             async with self.runtime.session_factory() as session:
                 silent = await DeviceRepository(session).silent_since(cutoff)
                 now = self.runtime.clock.now()
                 messages = []
                 for device in silent:
+                    if device.id in self._heard:
+                        continue  # heard since the last flush: not written yet, not silent
                     if health.went_offline(device, now, "no heartbeat"):
                         messages.append(
                             outbox.message(
@@ -398,7 +441,7 @@ class Gateway:
         if not heard:
             return
         back: list[UUID] = []
-        with write_intent():
+        with write_intent(), urgent():
             async with self.runtime.session_factory() as session:
                 devices = DeviceRepository(session)
                 now = self.runtime.clock.now()

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, func, select, update
 
 from sesame.kit.db import dialect_insert
 from sesame.kit.repository import CrudRepository, TenantScope, tenant_clauses
@@ -46,6 +46,15 @@ class DeviceRepository(CrudRepository[Device]):
             select(Device).where(Device.id == device_id).with_for_update()
         )
         return result.scalar_one_or_none()
+
+    async def locked_with_queue(self, device_id: UUID) -> tuple[Device, int] | None:
+        """The device row, locked, and how many unfinished attempts it has: one query
+        where the command path would otherwise need two."""
+        result = await self.session.execute(
+            select(Device, _unfinished(Device.id)).where(Device.id == device_id).with_for_update()
+        )
+        row = result.first()
+        return None if row is None else (row[0], int(row[1]))
 
     async def locked_many(self, device_ids: Sequence[UUID]) -> Sequence[Device]:
         result = await self.session.execute(
@@ -90,11 +99,12 @@ class DeviceRepository(CrudRepository[Device]):
 
     async def opener_of(
         self, scope: TenantScope, entrance_id: UUID, kinds: Sequence[DeviceKind]
-    ) -> Device | None:
+    ) -> tuple[Device, int] | None:
         """The device that opens an entrance the caller may see (an online one first),
-        locked for this transaction; one query for what the open path needs."""
+        locked for this transaction, and how many unfinished attempts it has; one query
+        for what the open path needs."""
         result = await self.session.execute(
-            select(Device)
+            select(Device, _unfinished(Device.id))
             .join(Entrance, Entrance.id == Device.entrance_id)
             .where(
                 Entrance.id == entrance_id,
@@ -106,7 +116,8 @@ class DeviceRepository(CrudRepository[Device]):
             .limit(1)
             .with_for_update(of=Device)
         )
-        return result.scalar_one_or_none()
+        row = result.first()
+        return None if row is None else (row[0], int(row[1]))
 
     async def touch(self, device_ids: Sequence[UUID], when: datetime) -> None:
         if device_ids:
@@ -146,6 +157,19 @@ class DeviceRepository(CrudRepository[Device]):
             )
         )
         return {row[0]: (row[1], row[2], row[3] is DeviceStatus.ACTIVE) for row in result.all()}
+
+
+def _unfinished(device_id: Any) -> Any:
+    """How many attempts of a device are queued or sent, as a column."""
+    return (
+        select(func.count())
+        .select_from(ActionAttempt)
+        .where(
+            ActionAttempt.device_id == device_id,
+            ActionAttempt.phase.in_((AttemptPhase.QUEUED, AttemptPhase.SENT)),
+        )
+        .scalar_subquery()
+    )
 
 
 class AttemptRepository(CrudRepository[ActionAttempt]):

@@ -177,13 +177,14 @@ class DeviceService(CrudService[Device]):
         """Open an entrance through the device bound to it (an online one first); an
         offline one is a ``device_offline`` error unless ``queue``."""
         self.principal.require(self.group, Action.WRITE)
-        device = await DeviceRepository(self.session).opener_of(
+        found = await DeviceRepository(self.session).opener_of(
             self.principal.scope, entrance_id, list(OPEN_ACTIONS)
         )
-        if device is None:
+        if found is None:
             # Tell "no such entrance" (404) from "nothing to open it with" (409).
             await self.visible(EntranceRepository(self.session), entrance_id, "entrance")
             raise NoDevice("no active device can open this entrance")
+        device, unfinished = found
         require_online(device, queue=queue)
         action = OPEN_ACTIONS[device.kind]
         params = (
@@ -199,6 +200,7 @@ class DeviceService(CrudService[Device]):
             ttl_seconds=request.ttl_seconds,
             requested_by=self.principal.reference(),
             locked=True,
+            unfinished=unfinished,
         )
 
     # -- helpers ----------------------------------------------------------------------------

@@ -197,9 +197,10 @@ async def open_entrance(
         event.key_id = refused_key.id if refused_key else None
         await log.add_many([event])
         raise AccessDenied(f"access denied: {reason.value}", reason=reason.value, keep_changes=True)
-    device = await DeviceRepository(session).opener_of(PLATFORM, entrance.id, list(OPEN_ACTIONS))
-    if device is None:
+    found = await DeviceRepository(session).opener_of(PLATFORM, entrance.id, list(OPEN_ACTIONS))
+    if found is None:
         raise NoDevice("no active device can open this entrance")
+    device, unfinished = found
     require_online(device, queue=queue)  # nothing is logged nor spent: the request fails
     action = OPEN_ACTIONS[device.kind]
     params = {"duration_s": duration_s} if duration_s is not None and action == "open" else {}
@@ -211,6 +212,7 @@ async def open_entrance(
         ttl_seconds=ttl_seconds,
         requested_by=principal.reference(chosen.person_id),
         locked=True,
+        unfinished=unfinished,
     )
     event.result, event.key_id, event.device_id = AccessResult.GRANTED, chosen.id, device.id
     event.action_attempt_id = attempt.id
