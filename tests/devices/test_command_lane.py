@@ -4,7 +4,12 @@ the flood is stored in full once it is over (ingest pushes back; it loses nothin
 from __future__ import annotations
 
 import asyncio
+from uuid import UUID, uuid4
 
+from prometheus_client import REGISTRY
+
+from sesame.devices import protocol
+from sesame.devices.ingest import EventIngestor
 from sesame.simulators import SimulatedDevice
 from tests.device_fixtures import Fleet
 from tests.support import eventually
@@ -60,3 +65,40 @@ async def test_every_open_succeeds_under_a_flood_of_events_and_no_event_is_lost(
 
     await eventually(all_acknowledged, seconds=60)
     assert sum(len(d.acked_events) for d in doorbells) == emitted
+
+
+async def test_ingest_sheds_what_its_queue_cannot_hold_and_absorbs_resends_of_queued_events(
+    fleet: Fleet,
+) -> None:
+    """The overflow is the devices' own resend: a shed event is not acknowledged (so it is
+    sent again and then stored), and a resend of an event still queued costs nothing."""
+    device = await fleet.provision("doorbell", entrance=None)
+    device_id = UUID(device["id"])
+    acked: list[UUID] = []
+
+    async def publish(topic: str, payload: bytes, qos: int) -> None:
+        acked.extend(protocol.EventsAck.model_validate_json(payload).event_ids)
+
+    ingestor = EventIngestor(fleet.runtime, publish, max_queue=2)
+    clock = fleet.runtime.clock
+    first, second, third = (
+        protocol.DeviceEvent(event_id=uuid4(), type="door_opened", occurred_at=clock.now())
+        for _ in range(3)
+    )
+    shed_before = REGISTRY.get_sample_value("sesame_device_events_shed_total") or 0
+    await ingestor.submit(device_id, first)
+    await ingestor.submit(device_id, first)  # resent while still queued
+    await ingestor.submit(device_id, second)
+    await ingestor.submit(device_id, third)  # the queue is full: shed
+    assert REGISTRY.get_sample_value("sesame_device_events_shed_total") == shed_before + 1
+    assert ingestor.resends_absorbed == 1
+    ingestor.start()
+    try:
+        await eventually(lambda: len(acked) == 2)
+        assert set(acked) == {first.event_id, second.event_id}
+        assert ingestor.stored == 2
+        await ingestor.submit(device_id, third)  # the device sends it again: now taken
+        await eventually(lambda: third.event_id in acked)
+        assert ingestor.stored == 3
+    finally:
+        await ingestor.stop()

@@ -176,12 +176,20 @@ class Gateway:
     @property
     def connected(self) -> bool:
         """Both lanes are up: commands can be sent and events heard."""
-        return (
-            bool(self._client.is_connected)
-            and self._ready.is_set()
-            and bool(self._commands.is_connected)
-            and self._commands_ready.is_set()
-        )
+        return self.events_connected and self.commands_connected
+
+    @property
+    def events_connected(self) -> bool:
+        return bool(self._client.is_connected) and self._ready.is_set()
+
+    @property
+    def can_publish(self) -> bool:
+        """Either lane is up, so ``publish`` can send (acknowledgements, trust, control)."""
+        return self.events_connected or self.commands_connected
+
+    @property
+    def commands_connected(self) -> bool:
+        return bool(self._commands.is_connected) and self._commands_ready.is_set()
 
     async def start(self, *, connect_timeout: float = 30.0) -> None:
         deadline = time.monotonic() + connect_timeout
@@ -220,14 +228,19 @@ class Gateway:
                 await client.disconnect()
 
     async def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> None:
-        """Publish on the events lane: acknowledgements, retained state, control."""
-        if not self.connected:
+        """Publish acknowledgements, retained documents and control messages: on the
+        events lane, or on the command lane while the events lane reconnects (a trust
+        document sent as a key is revoked must not wait for it)."""
+        if self.events_connected:
+            self._client.publish(topic, payload, qos=qos, retain=retain)
+        elif self.commands_connected:
+            self._commands.publish(topic, payload, qos=qos, retain=retain)
+        else:
             raise ConnectionError("not connected to the MQTT broker")
-        self._client.publish(topic, payload, qos=qos, retain=retain)
 
     async def publish_command(self, topic: str, payload: bytes, qos: int) -> None:
         """Publish on the command lane, which carries nothing but commands and results."""
-        if not self.connected:
+        if not self.commands_connected:
             raise ConnectionError("not connected to the MQTT broker")
         self._commands.publish(topic, payload, qos=qos)
 

@@ -8,6 +8,12 @@ event never waits for, or holds, its device's row lock.) Only after the commit d
 gateway tell each device, on ``events/ack``, which of its events are stored; a device
 resends anything unacknowledged, so neither a crash nor a broker restart loses an
 event, and resending never duplicates one.
+
+Backpressure: the queue holds about ten seconds of what a database stores. When it is
+full, an event is shed unacknowledged, and its device sends it again later: the devices'
+own queues are the overflow, and nothing waits in memory here that would be resent
+anyway. A resend of an event still in the queue is dropped at once (the original's
+acknowledgement answers both), so a backlog never multiplies itself.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from cachetools import TTLCache
+from prometheus_client import Counter
 
 from sesame.devices import protocol
 from sesame.devices.repository import DeviceRepository, EventRepository
@@ -33,6 +40,11 @@ log = get_logger("sesame.ingest")
 
 Publish = Callable[[str, bytes, int], Awaitable[None]]
 
+SHED = Counter(
+    "sesame_device_events_shed_total",
+    "Device events not taken because the ingest queue was full (their devices resend them)",
+)
+
 
 @dataclass(frozen=True)
 class Arrival:
@@ -42,19 +54,28 @@ class Arrival:
 
 class EventIngestor:
     def __init__(
-        self, runtime: Runtime, publish: Publish, *, max_batch: int = 500, max_delay: float = 0.05
+        self,
+        runtime: Runtime,
+        publish: Publish,
+        *,
+        max_batch: int = 500,
+        max_delay: float = 0.05,
+        max_queue: int = 10_000,
     ) -> None:
         self.runtime = runtime
         self._publish = publish
         self.max_batch = max_batch
         self.max_delay = max_delay
-        self._queue: asyncio.Queue[Arrival] = asyncio.Queue(maxsize=50_000)
+        self._queue: asyncio.Queue[Arrival] = asyncio.Queue(maxsize=max_queue)
+        self._queued: set[tuple[UUID, UUID]] = set()  # in the queue or being stored
+        self._shedding = False
         # device -> (partner, site, active); a device's partner and site never change.
         self._routing: TTLCache[UUID, tuple[UUID, UUID, bool]] = TTLCache(100_000, ttl=60)
         self._task: asyncio.Task[None] | None = None
         self.on_seen: Callable[[set[UUID]], None] = lambda devices: None
         self.stored = 0
         self.duplicates = 0
+        self.resends_absorbed = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -70,10 +91,20 @@ class EventIngestor:
 
     async def submit(self, device_id: UUID, event: protocol.DeviceEvent) -> None:
         """Queue an event; a full queue sheds it (the device resends it later)."""
+        key = (device_id, event.event_id)
+        if key in self._queued:
+            self.resends_absorbed += 1
+            return
         try:
             self._queue.put_nowait(Arrival(device_id, event))
         except asyncio.QueueFull:
-            log.warning("event_queue_full", device_id=str(device_id))
+            SHED.inc()
+            if not self._shedding:  # once per overload, not once per event
+                log.warning("event_queue_full", queued=self._queue.qsize())
+                self._shedding = True
+            return
+        self._queued.add(key)
+        self._shedding = False
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -95,6 +126,8 @@ class EventIngestor:
             except Exception as exc:  # not acknowledged: the devices will send them again
                 log.warning("event_batch_failed", events=len(batch), error_type=type(exc).__name__)
                 await asyncio.sleep(0.5)
+            finally:
+                self._queued.difference_update((a.device_id, a.event.event_id) for a in batch)
 
     async def flush(self, batch: list[Arrival]) -> None:
         now = self.runtime.clock.now()

@@ -26,7 +26,7 @@ log = get_logger("sesame.keys.trust")
 
 async def _publish(runtime: Runtime, site: Site, devices: list[Device]) -> int:
     gateway = runtime.gateway
-    if gateway is None or not gateway.connected:
+    if gateway is None or not gateway.can_publish:
         return 0
     sent = 0
     with write_intent():  # the first document of a site creates its signing key

@@ -28,7 +28,6 @@ import orjson
 from sqlalchemy import DateTime, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -85,13 +84,17 @@ class WriteGate:
     whoever tries at the right moment wins, not whoever matters. Taking turns here costs
     nothing (SQLite would serialise them anyway) and hands the lock over at once, urgent
     waiters first, then in arrival order. Other processes writing the same file still
-    meet at SQLite's lock. A waiter gives up after ``timeout`` seconds, as SQLite's busy
-    timeout would, so a transaction that waits for another while holding the gate fails
-    instead of hanging.
+    meet at SQLite's lock.
+
+    The gate only orders; SQLite's lock is what keeps writers apart. So a waiter that has
+    waited ``patience`` seconds goes on to ``BEGIN IMMEDIATE`` anyway, where SQLite's busy
+    timeout applies as it would without the gate: a holder that waits for another writer
+    of its own process, or a connection lost without returning to the pool, costs that
+    wait, never a hang.
     """
 
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
+    def __init__(self, patience: float) -> None:
+        self.patience = patience
         self._held = False
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
@@ -107,16 +110,15 @@ class WriteGate:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (0 if urgent else 1, next(self._order), future))
         try:
-            await asyncio.wait_for(asyncio.shield(future), self.timeout)
-        except BaseException as exc:
+            await asyncio.wait_for(asyncio.shield(future), self.patience)
+        except TimeoutError:
+            future.cancel()
+            _log.warning("write_gate_patience_exceeded", seconds=self.patience)
+        except BaseException:
             if future.done() and not future.cancelled():
                 self.release()  # handed over as this waiter gave up: pass it on
             else:
                 future.cancel()
-            if isinstance(exc, TimeoutError):
-                raise OperationalError(
-                    "BEGIN IMMEDIATE", None, TimeoutError("database is locked")
-                ) from None
             raise
 
     def release(self) -> None:
@@ -154,7 +156,7 @@ def json_text(value: Any) -> str:
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     sync_engine = engine.sync_engine
-    gate = WriteGate(busy_timeout_ms / 1000)
+    gate = WriteGate(patience=min(2.0, busy_timeout_ms / 1000))
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -4,7 +4,6 @@ woken (or polls), and backs off with jitter while its work keeps failing."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 from sesame.kit.logging import get_logger
@@ -19,9 +18,14 @@ async def keep_running(
     *,
     name: str,
     poll_seconds: float = 1.0,
+    settle_seconds: float = 0.02,
 ) -> None:
     """Call ``drain`` (which does all there is to do), then wait for ``wake`` or
-    ``poll_seconds``; after failures, wait 0.1 s plus a jittered backoff instead."""
+    ``poll_seconds``; after failures, wait 0.1 s plus a jittered backoff instead.
+
+    Woken, it lets ``settle_seconds`` pass before draining: the commits of one burst (an
+    open's request and its result, an event batch) then make one step of background
+    work, after the burst, instead of one step each in the middle of it."""
     failures = 0
     while True:
         try:
@@ -36,6 +40,11 @@ async def keep_running(
                 error=str(exc)[:300],
             )
         delay = 0.1 + backoff_delay(failures, base=0.5, cap=30.0) if failures else poll_seconds
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(wake.wait(), timeout=delay)
+        except TimeoutError:
+            pass
+        else:
+            if not failures:
+                await asyncio.sleep(settle_seconds)
         wake.clear()

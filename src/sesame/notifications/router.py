@@ -31,9 +31,13 @@ QUEUED = Counter("sesame_notifications_queued_total", "Deliveries queued", ["cha
 LAG = Gauge("sesame_notifications_router_lag_seconds", "Age of the oldest unrouted event")
 
 
-async def route_batch(runtime: Runtime, limit: int = BATCH) -> int:
+async def route_batch(
+    runtime: Runtime, limit: int = BATCH, on_queued: Callable[[], None] | None = None
+) -> int:
     """One step: route what the outbox holds after the cursor, up to ``limit`` events.
-    Returns how many events were read (0: nothing to do, or another process routes)."""
+    Returns how many events were read (0: nothing to do, or another process routes).
+    ``on_queued`` is called once the step has queued deliveries (only then: most events
+    are for nobody, and a sender woken for nothing would claim nothing)."""
     with write_intent():
         async with runtime.session_factory() as session:
             repository = NotificationRepository(session)
@@ -71,6 +75,8 @@ async def route_batch(runtime: Runtime, limit: int = BATCH) -> int:
     ROUTED.inc(len(rows))
     for delivery in deliveries:
         QUEUED.labels(delivery["channel"]).inc()
+    if deliveries and on_queued is not None:
+        on_queued()
     return len(rows)
 
 
@@ -79,8 +85,7 @@ async def run_router(runtime: Runtime, wake: asyncio.Event, on_queued: Callable[
     (``wake``), else every second for other processes' events."""
 
     async def drain() -> None:
-        while (routed := await route_batch(runtime)) > 0:
-            on_queued()
+        while (routed := await route_batch(runtime, on_queued=on_queued)) > 0:
             if routed < BATCH:
                 break
 
