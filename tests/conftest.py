@@ -94,6 +94,17 @@ async def fresh_database(backend: str, directory: Path) -> str:
     return await create_postgres_database()
 
 
+@pytest.fixture(params=BACKENDS)
+async def own_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A migrated database of the test's own, per backend: for tests that run several
+    runtimes (processes) on one database, or that must start from an empty one."""
+    url = await fresh_database(request.param, tmp_path)
+    await asyncio.to_thread(upgrade, url)
+    yield url
+    if request.param == "postgresql":
+        await drop_postgres_database(url)
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 async def database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory

@@ -4,11 +4,8 @@ administrators see the jobs, dead ones with their reason, and can retry them."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,22 +16,17 @@ from sesame.app import create_app
 from sesame.auth.sms import MemorySmsSender
 from sesame.jobs import service as jobs
 from sesame.kit.db import write_intent
-from sesame.migrations import upgrade
 from sesame.models import OutboxMessage
 from sesame.runtime import Runtime, build_runtime
-from tests.conftest import BACKENDS, drop_postgres_database, fresh_database, test_settings
+from tests.conftest import test_settings
 from tests.device_fixtures import Fleet
 from tests.keys.test_pins import lock
 from tests.support import Api, ShiftableClock, World, eventually, lock_job, served_world
 
 
-@pytest.fixture(params=BACKENDS)
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    database = await fresh_database(request.param, tmp_path)
-    await asyncio.to_thread(upgrade, database)
-    yield database
-    if request.param == "postgresql":
-        await drop_postgres_database(database)
+@pytest.fixture
+def url(own_database_url: str) -> str:
+    return own_database_url
 
 
 async def test_a_key_that_expired_while_nothing_ran_expires_at_start_up(url: str) -> None:

@@ -29,24 +29,19 @@ from sesame.ledger.repository import LedgerRepository
 from sesame.ledger.service import Ledger, next_due
 from sesame.ledger.witness import Witness, create_app, generate_key, load_signer, trusted_logs
 from sesame.ledger.witnesses import WitnessPool
-from sesame.migrations import upgrade
 from sesame.models import LedgerCheckpoint
 from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime, build_runtime
-from tests.conftest import BACKENDS, drop_postgres_database, fresh_database, test_settings
+from tests.conftest import test_settings
 from tests.support import ShiftableClock, eventually
 
 INTERVAL = 60.0  # seconds; with a frozen clock, only the test moves time on
 START = datetime(2026, 12, 3, 14, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=BACKENDS)
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    database = await fresh_database(request.param, tmp_path)
-    await asyncio.to_thread(upgrade, database)
-    yield database
-    if request.param == "postgresql":
-        await drop_postgres_database(database)
+@pytest.fixture
+def url(own_database_url: str) -> str:
+    return own_database_url
 
 
 class Witnesses(httpx.AsyncBaseTransport):

@@ -12,7 +12,6 @@ import base64
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
@@ -22,21 +21,16 @@ from sesame.kit.db import write_intent
 from sesame.ledger import entries, merkle
 from sesame.ledger.repository import LedgerRepository
 from sesame.ledger.service import Ledger, LedgerInconsistent
-from sesame.migrations import upgrade
 from sesame.models import LedgerCheckpoint, LedgerEntry, LedgerNode, OutboxMessage
 from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime, build_runtime
-from tests.conftest import BACKENDS, drop_postgres_database, fresh_database, test_settings
+from tests.conftest import test_settings
 from tests.support import ShiftableClock
 
 
-@pytest.fixture(params=BACKENDS)
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    database = await fresh_database(request.param, tmp_path)
-    await asyncio.to_thread(upgrade, database)
-    yield database
-    if request.param == "postgresql":
-        await drop_postgres_database(database)
+@pytest.fixture
+def url(own_database_url: str) -> str:
+    return own_database_url
 
 
 @pytest.fixture
