@@ -189,14 +189,17 @@ class Fleet:
         return sim
 
     async def start(self, sim: SimulatedDevice, *, online: bool = True) -> SimulatedDevice:
-        """Connect (retrying while a reloading broker learns the credentials) and, by
-        default, wait until the platform sees the device online."""
-        for attempt in range(40):
+        """Connect (retrying for up to 15 s while a reloading broker learns the
+        credentials: Mosquitto rereads its password file on SIGHUP, which takes longer on
+        a loaded machine) and, by default, wait until the platform sees the device online."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while True:
             try:
                 await sim.start(within=5)
                 break
             except Exception:
-                if attempt == 39:
+                if loop.time() > deadline:
                     raise
                 await asyncio.sleep(0.1)
         if online:
