@@ -290,9 +290,7 @@ async def test_a_checkpoint_a_newer_one_replaced_is_not_offered_again(
     clock = FrozenClock(START)
     witnesses = Witnesses(tmp_path, ["w1"])
     runtime, ledger = await start(url, clock, witnesses)
-    later = build_runtime(settings_for(url, witnesses), clock=clock)
-    other = Ledger(later)
-    other.witnesses = WitnessPool(later.settings, transport=witnesses)
+    _, other = await start(url, clock, witnesses)  # a second process on the same log
     try:
         witnesses.down.add("w1")
         await emit(runtime)
@@ -323,9 +321,7 @@ async def test_a_checkpoint_its_process_left_uncosigned_is_picked_up(
     clock = FrozenClock(START)
     witnesses = Witnesses(tmp_path, ["w1"])
     runtime, ledger = await start(url, clock, witnesses)
-    later = build_runtime(settings_for(url, witnesses), clock=clock)
-    other = Ledger(later)
-    other.witnesses = WitnessPool(later.settings, transport=witnesses)
+    _, other = await start(url, clock, witnesses)  # a second process on the same log
     try:
         await emit(runtime)
         assert await ledger.append_batch() == 1
@@ -335,7 +331,7 @@ async def test_a_checkpoint_its_process_left_uncosigned_is_picked_up(
         await emit(runtime)
         assert await ledger.append_batch() == 1
         assert (await ledger.checkpoint()) is not None
-        clock.advance(2 * later.settings.ledger_witness_timeout_seconds + INTERVAL)
+        clock.advance(2 * other.runtime.settings.ledger_witness_timeout_seconds + INTERVAL)
         assert await other.cosign_newest() is True
         assert await served(other, 2)()
     finally:

@@ -2,11 +2,14 @@
 
 It subscribes to every device's results, events, state, presence, heartbeats and time
 requests (with ``+`` wildcards), and turns each into database work through the attempt
-engine, the event ingestor and the presence rules. Commands and their results have a
-connection of their own (the *command lane*): the broker queues a client's messages in
-order, so on a shared connection a result would wait behind every event that arrived
-before it — at 1,000 events a second, long enough for the command to be resent. Results
-then go before background work at the database too (``sesame.kit.db.urgent``).
+engine, the event ingestor and the presence rules. Commands, their results and the
+devices' presence and heartbeats have a connection of their own (the *command lane*):
+the broker queues a client's messages in order, so on a shared connection a result
+would wait behind every event that arrived before it — at 1,000 events a second, long
+enough for the command to be resent, and for a device whose heartbeats wait there to
+look offline. Their writes go before background work at the database too
+(``sesame.kit.db.urgent``). Acknowledgements, trust documents and control messages go
+out on the events lane, or on the command lane while the events lane reconnects.
 
 Every handler is guarded: a malformed message is counted and dropped, a failing handler
 is logged, and neither ever stops the client. The client is gmqtt (asyncio sockets, so

@@ -71,10 +71,6 @@ def urgent() -> Iterator[None]:
         _urgent.reset(token)
 
 
-def is_urgent() -> bool:
-    return _urgent.get()
-
-
 class WriteGate:
     """One write transaction at a time in this process, urgent ones first.
 
