@@ -1,7 +1,8 @@
 """Engines and sessions for SQLite (the default) and PostgreSQL (production).
 
-SQLite is tuned for a server: WAL so readers never block the writer, a busy timeout
-instead of instant "database is locked", foreign keys on. A transaction that will write
+SQLite is tuned for a server: WAL so readers never block the writer, statements run on
+the event loop's thread (``_InlineConnection``), a wait for another process's write lock
+that leaves the loop free, foreign keys on. A transaction that will write
 starts with ``BEGIN IMMEDIATE`` (see ``write_intent``): it takes the write lock up front
 and waits for it, instead of starting as a reader and failing with ``SQLITE_BUSY`` when
 it later tries to write after another writer committed.
@@ -18,12 +19,14 @@ import asyncio
 import contextvars
 import heapq
 import itertools
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import orjson
 from sqlalchemy import DateTime, event, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -150,9 +153,9 @@ def json_text(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int, timeout_seconds: float) -> None:
     sync_engine = engine.sync_engine
-    gate = WriteGate(patience=min(2.0, busy_timeout_ms / 1000))
+    gate = WriteGate(patience=min(2.0, timeout_seconds))
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -184,21 +187,73 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
             gate.release()
 
 
+class _InlineConnection(aiosqlite.Connection):
+    """aiosqlite's connection, with each call run on the event loop's own thread.
+
+    aiosqlite hands every call (cursor, execute, fetch, close: four per statement) to a
+    thread of its own and back, which costs more than the statement: SQLite answers a
+    lookup by key or a small insert in tens of microseconds from its page cache, and WAL
+    with ``synchronous=NORMAL`` makes a commit a write to the log without a sync. Only
+    SQLite's busy handler would block the loop (sleeping while another process holds the
+    write lock), so these connections have none: a busy answer is retried here, with
+    the loop free between tries, until the connection's timeout.
+    """
+
+    busy_seconds = 10.0
+
+    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not self._running or not self._connection:
+            raise ValueError("Connection closed")
+        delay = 0.001
+        deadline: float | None = None
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
+                    raise
+                now = asyncio.get_running_loop().time()
+                deadline = now + self.busy_seconds if deadline is None else deadline
+                if now >= deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+
+def _inline_creator(path: str, timeout_seconds: float) -> Callable[[], Awaitable[Any]]:
+    def connector() -> sqlite3.Connection:
+        return sqlite3.connect(path, check_same_thread=False, timeout=0)
+
+    async def create() -> aiosqlite.Connection:
+        connection = _InlineConnection(connector, iter_chunk_size=64)
+        connection.busy_seconds = timeout_seconds
+        connection._thread.daemon = True
+        return await connection
+
+    return create
+
+
 def create_engine(url: str, *, pool_size: int = 10, timeout_seconds: float = 10.0) -> AsyncEngine:
     if url.startswith("sqlite"):
         path = _sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+        inline = path is not None  # an in-memory database keeps its own thread
+        extra: dict[str, Any] = (
+            {"async_creator": _inline_creator(str(path), timeout_seconds)}
+            if inline
+            else {"connect_args": {"timeout": timeout_seconds, "check_same_thread": False}}
+        )
         engine = create_async_engine(
             url,
             json_serializer=json_text,
             json_deserializer=orjson.loads,
-            connect_args={"timeout": timeout_seconds, "check_same_thread": False},
             pool_size=pool_size,
             max_overflow=0,
             pool_timeout=timeout_seconds,
+            **extra,
         )
-        _configure_sqlite(engine, int(timeout_seconds * 1000))
+        _configure_sqlite(engine, 0 if inline else int(timeout_seconds * 1000), timeout_seconds)
         return engine
     # A fixed pool: requests beyond it wait for a connection rather than open and close
     # short-lived overflow connections, which costs more than the wait.
