@@ -98,3 +98,26 @@ async def test_a_writer_waiting_for_another_process_leaves_the_event_loop_free(
     finally:
         await holder.dispose()
         await waiter.dispose()
+
+
+async def test_the_log_reaches_the_database_file_on_a_thread_not_in_a_commit(
+    tmp_path: Path,
+) -> None:
+    """A commit on the loop's thread never runs SQLite's own checkpoint (megabytes and
+    two syncs); a thread moves the log into the database file instead."""
+    path = tmp_path / "logged.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}", timeout_seconds=10)
+    try:
+        async with engine.begin() as connection:
+            assert (await connection.exec_driver_sql("PRAGMA wal_autocheckpoint")).scalar() == 0
+            await connection.execute(text("CREATE TABLE t (n INTEGER, v TEXT)"))
+        empty = path.stat().st_size
+        for batch in range(5):
+            async with engine.begin() as connection:
+                await connection.execute(
+                    text("INSERT INTO t VALUES (:n, :v)"),
+                    [{"n": batch * 100 + i, "v": "x" * 500} for i in range(100)],
+                )
+        await eventually(lambda: path.stat().st_size > empty + 200_000)
+    finally:
+        await engine.dispose()

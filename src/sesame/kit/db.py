@@ -16,10 +16,13 @@ SQLite's busy handler for a lock its own process holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import heapq
 import itertools
 import sqlite3
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -153,9 +156,59 @@ def json_text(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int, timeout_seconds: float) -> None:
+class _Checkpointer:
+    """Moves the write-ahead log into the database file on a thread of its own.
+
+    SQLite does it itself in the commit that grows the log past 1,000 pages: megabytes
+    written and two syncs, tens of milliseconds, which on the loop's thread would stop
+    every task of the process (an open among them). Inline connections turn that off;
+    after commits this runs a passive checkpoint (it never blocks readers or writers)
+    at most once per ``interval``, on a connection of its own, until no commit is left
+    out. The thread is a daemon that ends when idle: it never holds up an exit, and a
+    checkpoint cut short is one SQLite recovers from.
+    """
+
+    def __init__(self, path: Path, timeout_seconds: float, interval: float = 1.0) -> None:
+        self.path = path
+        self.timeout_seconds = timeout_seconds
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._dirty = False
+        self._thread: threading.Thread | None = None
+
+    def after_commit(self) -> None:
+        with self._lock:
+            self._dirty = True
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="sqlite-checkpoint", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._dirty:
+                    self._thread = None
+                    return
+                self._dirty = False  # commits from now on are taken by the next round
+            try:
+                with contextlib.closing(
+                    sqlite3.connect(self.path, timeout=self.timeout_seconds)
+                ) as db:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except Exception as exc:
+                _log.warning("sqlite_checkpoint_failed", error_type=type(exc).__name__)
+            time.sleep(self.interval)
+
+
+def _configure_sqlite(engine: AsyncEngine, inline: Path | None, timeout_seconds: float) -> None:
     sync_engine = engine.sync_engine
     gate = WriteGate(patience=min(2.0, timeout_seconds))
+    # Inline connections wait for other processes' locks themselves (``_InlineConnection``)
+    # and leave checkpoints to a thread (``_Checkpointer``).
+    busy_timeout_ms = 0 if inline else int(timeout_seconds * 1000)
+    checkpointer = _Checkpointer(inline, timeout_seconds) if inline else None
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -166,7 +219,15 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int, timeout_seconds
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        if checkpointer is not None:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
+
+    if checkpointer is not None:
+
+        @event.listens_for(sync_engine, "commit")
+        def _on_commit(_connection: Any) -> None:
+            checkpointer.after_commit()
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -253,7 +314,7 @@ def create_engine(url: str, *, pool_size: int = 10, timeout_seconds: float = 10.
             pool_timeout=timeout_seconds,
             **extra,
         )
-        _configure_sqlite(engine, 0 if inline else int(timeout_seconds * 1000), timeout_seconds)
+        _configure_sqlite(engine, path if inline else None, timeout_seconds)
         return engine
     # A fixed pool: requests beyond it wait for a connection rather than open and close
     # short-lived overflow connections, which costs more than the wait.
