@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
-from sesame.kit.db import WriteGate
+from sqlalchemy import text
+
+from sesame.kit.db import WriteGate, create_engine, write_intent
 from tests.support import eventually
 
 
@@ -47,3 +50,74 @@ async def test_a_gate_never_released_costs_its_patience_not_a_hang() -> None:
     gate = WriteGate(patience=0.05)
     await gate.acquire(urgent=False)  # held by a connection that never comes back
     await asyncio.wait_for(gate.acquire(urgent=True), 5)  # goes on to SQLite's own lock
+
+
+async def test_a_writer_waiting_for_another_process_leaves_the_event_loop_free(
+    tmp_path: Path,
+) -> None:
+    """SQLite statements run on the loop's thread; a write lock held elsewhere (another
+    process: here another engine) is waited for between tries, never inside SQLite's
+    busy handler, which would stop every other task of the process meanwhile."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    holder, waiter = create_engine(url, timeout_seconds=10), create_engine(url, timeout_seconds=10)
+    try:
+        async with holder.begin() as connection:
+            await connection.execute(text("CREATE TABLE t (n INTEGER)"))
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def tick() -> None:
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        ticker = asyncio.create_task(tick())
+        with write_intent():
+            held = await holder.connect()
+            transaction = await held.begin()  # BEGIN IMMEDIATE: the write lock
+            await held.execute(text("INSERT INTO t VALUES (1)"))
+
+            async def write() -> None:
+                with write_intent():
+                    async with waiter.begin() as connection:
+                        await connection.execute(text("INSERT INTO t VALUES (2)"))
+
+            writing = asyncio.create_task(write())
+            before = ticks
+            await eventually(lambda: ticks >= before + 20)  # the loop runs while it waits
+            assert not writing.done()  # and the writer is still waiting for the lock
+            await transaction.commit()
+            await held.close()
+        await asyncio.wait_for(writing, 5)
+        stop.set()
+        await ticker
+        async with waiter.connect() as connection:
+            rows = (await connection.execute(text("SELECT n FROM t ORDER BY n"))).scalars().all()
+        assert rows == [1, 2]
+    finally:
+        await holder.dispose()
+        await waiter.dispose()
+
+
+async def test_the_log_reaches_the_database_file_on_a_thread_not_in_a_commit(
+    tmp_path: Path,
+) -> None:
+    """A commit on the loop's thread never runs SQLite's own checkpoint (megabytes and
+    two syncs); a thread moves the log into the database file instead."""
+    path = tmp_path / "logged.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}", timeout_seconds=10)
+    try:
+        async with engine.begin() as connection:
+            assert (await connection.exec_driver_sql("PRAGMA wal_autocheckpoint")).scalar() == 0
+            await connection.execute(text("CREATE TABLE t (n INTEGER, v TEXT)"))
+        empty = path.stat().st_size
+        for batch in range(5):
+            async with engine.begin() as connection:
+                await connection.execute(
+                    text("INSERT INTO t VALUES (:n, :v)"),
+                    [{"n": batch * 100 + i, "v": "x" * 500} for i in range(100)],
+                )
+        await eventually(lambda: path.stat().st_size > empty + 200_000)
+    finally:
+        await engine.dispose()

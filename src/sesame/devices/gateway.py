@@ -430,6 +430,12 @@ class Gateway:
     async def _sweep(self) -> None:
         await self.engine.sweep()
         cutoff = self.runtime.clock.now() - self.heartbeat_timeout
+        # A read first: most seconds nobody has gone silent, and a write transaction
+        # every second would take the SQLite write lock from the command path for nothing.
+        async with self.runtime.read_session_factory() as reader:
+            candidates = await DeviceRepository(reader).silent_ids_since(cutoff)
+        if not set(candidates) - self._heard:
+            return
         with write_intent(), urgent():
             async with self.runtime.session_factory() as session:
                 silent = await DeviceRepository(session).silent_since(cutoff)

@@ -140,13 +140,13 @@ class DeviceRepository(CrudRepository[Device]):
 
     async def silent_since(self, cutoff: datetime) -> Sequence[Device]:
         result = await self.session.execute(
-            select(Device)
-            .where(
-                Device.online.is_(True),
-                (Device.last_seen_at < cutoff) | Device.last_seen_at.is_(None),
-            )
-            .with_for_update(skip_locked=True)
+            select(Device).where(*_silent(cutoff)).with_for_update(skip_locked=True)
         )
+        return result.scalars().all()
+
+    async def silent_ids_since(self, cutoff: datetime) -> Sequence[UUID]:
+        """The ids ``silent_since`` would lock, without a lock (a read transaction)."""
+        result = await self.session.execute(select(Device.id).where(*_silent(cutoff)))
         return result.scalars().all()
 
     async def routing(self, device_ids: Sequence[UUID]) -> dict[UUID, tuple[UUID, UUID, bool]]:
@@ -157,6 +157,14 @@ class DeviceRepository(CrudRepository[Device]):
             )
         )
         return {row[0]: (row[1], row[2], row[3] is DeviceStatus.ACTIVE) for row in result.all()}
+
+
+def _silent(cutoff: datetime) -> tuple[Any, ...]:
+    """Online devices not heard from since ``cutoff``, as conditions."""
+    return (
+        Device.online.is_(True),
+        (Device.last_seen_at < cutoff) | Device.last_seen_at.is_(None),
+    )
 
 
 def _unfinished(device_id: Any) -> Any:

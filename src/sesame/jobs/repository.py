@@ -57,6 +57,12 @@ class JobRepository:
         result = await self.session.execute(select(Job).where(Job.key == key))
         return result.scalar_one_or_none()
 
+    async def any_due(self, now: datetime, skip_kinds: Iterable[str] = ()) -> bool:
+        """Whether ``claim`` would find something: a read, so that a worker polling an
+        empty queue takes no write lock (SQLite has one, shared with the command path)."""
+        found = await self.session.execute(_due(select(Job.id), now, skip_kinds).limit(1))
+        return found.first() is not None
+
     async def claim(
         self,
         owner: str,
@@ -70,20 +76,11 @@ class JobRepository:
         concurrent claimers skip each other's rows (``FOR UPDATE SKIP LOCKED``); on
         SQLite the caller's write transaction (``BEGIN IMMEDIATE``) serialises them."""
         due = (
-            select(Job.id)
-            .where(
-                or_(
-                    (Job.status == JobStatus.SCHEDULED) & (Job.due_at <= now),
-                    (Job.status == JobStatus.RUNNING) & (Job.lease_until < now),
-                )
-            )
+            _due(select(Job.id), now, skip_kinds)
             .order_by(Job.due_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        skipped = sorted(skip_kinds)
-        if skipped:
-            due = due.where(Job.kind.not_in(skipped))
         ids = list((await self.session.execute(due)).scalars())
         if not ids:
             return []
@@ -184,3 +181,16 @@ class JobRepository:
             delete(Job).where(Job.status == JobStatus.SUCCEEDED, Job.finished_at < before)
         )
         return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _due(query: Any, now: datetime, skip_kinds: Iterable[str]) -> Any:
+    """Jobs to run: scheduled ones whose time has come, and running ones whose lease ran
+    out (their worker died), leaving out ``skip_kinds``."""
+    query = query.where(
+        or_(
+            (Job.status == JobStatus.SCHEDULED) & (Job.due_at <= now),
+            (Job.status == JobStatus.RUNNING) & (Job.lease_until < now),
+        )
+    )
+    skipped = sorted(skip_kinds)
+    return query.where(Job.kind.not_in(skipped)) if skipped else query

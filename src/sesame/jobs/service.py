@@ -244,6 +244,9 @@ class Worker:
         """Claim what is due and run it; returns how many jobs were claimed."""
         settings = self.runtime.settings
         now = self.runtime.clock.now()
+        async with self.runtime.read_session_factory() as reader:
+            if not await JobRepository(reader).any_due(now, self._skipped()):
+                return 0
         with write_intent():
             async with self.runtime.session_factory() as session:
                 jobs = await JobRepository(session).claim(

@@ -1,7 +1,8 @@
 """Engines and sessions for SQLite (the default) and PostgreSQL (production).
 
-SQLite is tuned for a server: WAL so readers never block the writer, a busy timeout
-instead of instant "database is locked", foreign keys on. A transaction that will write
+SQLite is tuned for a server: WAL so readers never block the writer, statements run on
+the event loop's thread (``_InlineConnection``), a wait for another process's write lock
+that leaves the loop free, foreign keys on. A transaction that will write
 starts with ``BEGIN IMMEDIATE`` (see ``write_intent``): it takes the write lock up front
 and waits for it, instead of starting as a reader and failing with ``SQLITE_BUSY`` when
 it later tries to write after another writer committed.
@@ -15,15 +16,20 @@ SQLite's busy handler for a lock its own process holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import heapq
 import itertools
+import sqlite3
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import orjson
 from sqlalchemy import DateTime, event, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -150,9 +156,59 @@ def json_text(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+class _Checkpointer:
+    """Moves the write-ahead log into the database file on a thread of its own.
+
+    SQLite does it itself in the commit that grows the log past 1,000 pages: megabytes
+    written and two syncs, tens of milliseconds, which on the loop's thread would stop
+    every task of the process (an open among them). Inline connections turn that off;
+    after commits this runs a passive checkpoint (it never blocks readers or writers)
+    at most once per ``interval``, on a connection of its own, until no commit is left
+    out. The thread is a daemon that ends when idle: it never holds up an exit, and a
+    checkpoint cut short is one SQLite recovers from.
+    """
+
+    def __init__(self, path: Path, timeout_seconds: float, interval: float = 1.0) -> None:
+        self.path = path
+        self.timeout_seconds = timeout_seconds
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._dirty = False
+        self._thread: threading.Thread | None = None
+
+    def after_commit(self) -> None:
+        with self._lock:
+            self._dirty = True
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="sqlite-checkpoint", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._dirty:
+                    self._thread = None
+                    return
+                self._dirty = False  # commits from now on are taken by the next round
+            try:
+                with contextlib.closing(
+                    sqlite3.connect(self.path, timeout=self.timeout_seconds)
+                ) as db:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except Exception as exc:
+                _log.warning("sqlite_checkpoint_failed", error_type=type(exc).__name__)
+            time.sleep(self.interval)
+
+
+def _configure_sqlite(engine: AsyncEngine, inline: Path | None, timeout_seconds: float) -> None:
     sync_engine = engine.sync_engine
-    gate = WriteGate(patience=min(2.0, busy_timeout_ms / 1000))
+    gate = WriteGate(patience=min(2.0, timeout_seconds))
+    # Inline connections wait for other processes' locks themselves (``_InlineConnection``)
+    # and leave checkpoints to a thread (``_Checkpointer``).
+    busy_timeout_ms = 0 if inline else int(timeout_seconds * 1000)
+    checkpointer = _Checkpointer(inline, timeout_seconds) if inline else None
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -163,7 +219,15 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        if checkpointer is not None:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
+
+    if checkpointer is not None:
+
+        @event.listens_for(sync_engine, "commit")
+        def _on_commit(_connection: Any) -> None:
+            checkpointer.after_commit()
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -184,21 +248,73 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
             gate.release()
 
 
+class _InlineConnection(aiosqlite.Connection):
+    """aiosqlite's connection, with each call run on the event loop's own thread.
+
+    aiosqlite hands every call (cursor, execute, fetch, close: four per statement) to a
+    thread of its own and back, which costs more than the statement: SQLite answers a
+    lookup by key or a small insert in tens of microseconds from its page cache, and WAL
+    with ``synchronous=NORMAL`` makes a commit a write to the log without a sync. Only
+    SQLite's busy handler would block the loop (sleeping while another process holds the
+    write lock), so these connections have none: a busy answer is retried here, with
+    the loop free between tries, until the connection's timeout.
+    """
+
+    busy_seconds = 10.0
+
+    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not self._running or not self._connection:
+            raise ValueError("Connection closed")
+        delay = 0.001
+        deadline: float | None = None
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
+                    raise
+                now = asyncio.get_running_loop().time()
+                deadline = now + self.busy_seconds if deadline is None else deadline
+                if now >= deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+
+def _inline_creator(path: str, timeout_seconds: float) -> Callable[[], Awaitable[Any]]:
+    def connector() -> sqlite3.Connection:
+        return sqlite3.connect(path, check_same_thread=False, timeout=0)
+
+    async def create() -> aiosqlite.Connection:
+        connection = _InlineConnection(connector, iter_chunk_size=64)
+        connection.busy_seconds = timeout_seconds
+        connection._thread.daemon = True
+        return await connection
+
+    return create
+
+
 def create_engine(url: str, *, pool_size: int = 10, timeout_seconds: float = 10.0) -> AsyncEngine:
     if url.startswith("sqlite"):
         path = _sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+        inline = path is not None  # an in-memory database keeps its own thread
+        extra: dict[str, Any] = (
+            {"async_creator": _inline_creator(str(path), timeout_seconds)}
+            if inline
+            else {"connect_args": {"timeout": timeout_seconds, "check_same_thread": False}}
+        )
         engine = create_async_engine(
             url,
             json_serializer=json_text,
             json_deserializer=orjson.loads,
-            connect_args={"timeout": timeout_seconds, "check_same_thread": False},
             pool_size=pool_size,
             max_overflow=0,
             pool_timeout=timeout_seconds,
+            **extra,
         )
-        _configure_sqlite(engine, int(timeout_seconds * 1000))
+        _configure_sqlite(engine, path if inline else None, timeout_seconds)
         return engine
     # A fixed pool: requests beyond it wait for a connection rather than open and close
     # short-lived overflow connections, which costs more than the wait.

@@ -35,6 +35,14 @@ KEY_ROW = 1
 class LedgerRepository(SessionRepository):
     # -- sequencer state ---------------------------------------------------------------------
 
+    async def cursor(self) -> int | None:
+        """The sequencer's outbox cursor, read without a lock (None before the first step)."""
+        found = await self.session.execute(
+            select(LedgerState.outbox_cursor).where(LedgerState.id == STATE_ROW)
+        )
+        cursor: int | None = found.scalar()
+        return cursor
+
     async def state(self, *, for_update: bool = False) -> LedgerState:
         statement = select(LedgerState).where(LedgerState.id == STATE_ROW)
         if for_update:

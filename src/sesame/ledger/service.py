@@ -197,6 +197,13 @@ class Ledger:
     async def append_batch(self, limit: int | None = None) -> int:
         """One sequencer step: append what the outbox holds, up to ``limit`` entries."""
         limit = limit or self.runtime.settings.ledger_batch_size
+        # A read first: the sequencer looks several times a second for other processes'
+        # events and most looks find nothing; those take no write lock (SQLite has one,
+        # which the command path needs) and no advisory lock.
+        async with self.runtime.read_session_factory() as reader:
+            if await LedgerRepository(reader).cursor() == await outbox.last_id(reader):
+                LAG.set(0)
+                return 0
         signer = await self.signer()
         appended = 0
         with write_intent():

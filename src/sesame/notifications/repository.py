@@ -73,6 +73,13 @@ class Recipient:
 
 
 class NotificationRepository(SessionRepository):
+    async def cursor(self) -> int:
+        """The stored outbox cursor, read without a lock (0 before the first step)."""
+        found = await self.session.execute(
+            select(NotificationState.outbox_cursor).where(NotificationState.id == STATE_ROW)
+        )
+        return found.scalar() or 0
+
     async def state(self) -> NotificationState:
         state = await self.session.get(NotificationState, STATE_ROW, with_for_update=True)
         if state is None:

@@ -38,6 +38,14 @@ async def route_batch(
     Returns how many events were read (0: nothing to do, or another process routes).
     ``on_queued`` is called once the step has queued deliveries (only then: most events
     are for nobody, and a sender woken for nothing would claim nothing)."""
+    # A read first: the router also looks every second for other processes' events, and
+    # most of those looks find nothing; they take no write lock (SQLite has one, which
+    # the command path needs) and no advisory lock.
+    async with runtime.read_session_factory() as reader:
+        cursor = await NotificationRepository(reader).cursor()
+        if not await outbox.read_after(reader, cursor, limit=1, columns=["id"]):
+            LAG.set(0)
+            return 0
     with write_intent():
         async with runtime.session_factory() as session:
             repository = NotificationRepository(session)

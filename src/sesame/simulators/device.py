@@ -127,6 +127,9 @@ class SimulatedDevice:
         self._client: _Client | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._seq = 0
+        # While a command runs, what it reports (events, state) waits here: the result
+        # goes first, as §4 of the protocol asks, since someone waits for it.
+        self._held: list[tuple[protocol.Channel, protocol.Message, bool]] | None = None
         self._started = time.monotonic()
 
     # -- connection -------------------------------------------------------------------------
@@ -224,6 +227,9 @@ class SimulatedDevice:
     def _publish(
         self, channel: protocol.Channel, message: protocol.Message, *, retain: bool = False
     ) -> None:
+        if self._held is not None and channel is not protocol.Channel.RESULTS:
+            self._held.append((channel, message, retain))
+            return
         if self._client is not None and self._client.is_connected:
             self._client.publish(
                 self._topic(channel),
@@ -310,6 +316,7 @@ class SimulatedDevice:
                 self._result(command, protocol.Outcome.REJECTED, protocol.ErrorCode.BUSY),
             )
             return
+        held: list[tuple[protocol.Channel, protocol.Message, bool]] = []
         # sync_clock is obeyed whatever the clock says: a wrong clock is why it comes.
         if command.action != "sync_clock" and self.clock.now() >= command.expires_at:
             self.rejected_late.append(command.command_id)
@@ -324,12 +331,14 @@ class SimulatedDevice:
                 Executed(command.command_id, command.action, dict(command.params), self.clock.now())
             )
             self.in_progress.add(command.command_id)
+            self._held = held
             try:
                 if self.faults.actuation_seconds:
                     await asyncio.sleep(self.faults.actuation_seconds)
                 result = await self.execute(command)
             finally:
                 self.in_progress.discard(command.command_id)
+                self._held = None
         self.results[command.command_id] = result
         while len(self.results) > DEDUP_MEMORY:
             self.results.popitem(last=False)
@@ -337,6 +346,8 @@ class SimulatedDevice:
             await asyncio.sleep(self.faults.result_delay)
         if random.random() >= self.faults.drop_results:  # noqa: S311 - fault injection
             self._publish(protocol.Channel.RESULTS, result)
+        for channel, message, retain in held:
+            self._publish(channel, message, retain=retain)
 
     def _result(
         self,
