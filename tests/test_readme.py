@@ -356,6 +356,7 @@ def test_the_requests_in_the_readme_are_operations() -> None:
     document = create_app(Settings(env="development")).openapi()
     spans = re.findall(r"`((?:(GET|POST|PATCH|PUT|DELETE) )?(/v1/[^`\s]*))`", README.read_text())
     assert len(spans) > 20, spans
+
     def shape(path: str) -> str:
         return re.sub(r"\{[^}]+\}", "{}", path.rstrip("/"))
 

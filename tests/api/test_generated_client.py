@@ -251,10 +251,10 @@ async def test_the_generated_ledger_calls_need_a_credential(
     """Under the default ``SESAME_LEDGER_ACCESS`` the ledger is read signed in: the
     generated calls take an authenticated client, and the checkpoint is text."""
     ledger = generated("api.ledger")
+    authenticated = generated("client").AuthenticatedClient
     for name in ("get_ledger", "get_ledger_checkpoint", "list_ledger_entries"):
         client = inspect.signature(getattr(ledger, name).asyncio_detailed).parameters["client"]
-        assert "AuthenticatedClient" in str(client.annotation), name
-        assert "| Client" not in str(client.annotation), name
+        assert client.annotation in (authenticated, "AuthenticatedClient"), (name, client)
     anonymous = await ledger.get_ledger.asyncio_detailed(
         client=client_for(generated, device_app, None)
     )
@@ -270,15 +270,3 @@ async def test_the_generated_ledger_calls_need_a_credential(
     served = await eventually(checkpoint)
     assert isinstance(served.parsed, str)
     assert served.parsed.startswith(f"{info.origin}\n")
-
-
-def test_operation_ids_are_identifiers(device_app: Any) -> None:
-    """A generated client names a function after each operation id."""
-    ids = [
-        operation["operationId"]
-        for operations in device_app.openapi()["paths"].values()
-        for operation in operations.values()
-    ]
-    assert len(ids) == len(set(ids))
-    assert [i for i in ids if not i.isidentifier()] == []
-    assert "list_notification_deliveries" in ids
