@@ -178,12 +178,10 @@ def is_postgres(heading: str) -> bool:
 
 
 def test_the_readme_has_the_blocks_this_test_reads() -> None:
+    """Blocks under "Running on PostgreSQL" are run against PostgreSQL, every other one
+    on SQLite; each has commands."""
     blocks = shell_blocks(README.read_text())
-    assert {heading for heading, _ in blocks} == {
-        "Two commands",
-        "Commands",
-        "Running on PostgreSQL",
-    }
+    assert [heading for heading, _ in blocks if is_postgres(heading)] == ["Running on PostgreSQL"]
     assert all(commands(block) for _, block in blocks)
 
 
@@ -223,7 +221,6 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
     demo = op.run(op.take("sesame demo"))
     [api_key] = set(re.findall(r"\bses_[A-Za-z0-9_-]+", demo))
     [entrance_id] = set(re.findall(r"/v1/entrances/([0-9a-f-]{36})/open", demo))
-    [partner_id] = re.findall(r"Partner:\s+([0-9a-f-]{36})", demo)
     bearer = {"Authorization": f"Bearer {api_key}"}
 
     with op.running(without_options(op.take("sesame serve"))):
@@ -242,7 +239,6 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
                 .replace("<the printed ses_... key>", api_key)
                 .replace(README_URL, url)
             )
-            assert partner_id in sites
             assert json.loads(sites)["items"], sites
             opened = op.run(
                 op.take("curl -X POST")
