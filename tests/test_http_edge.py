@@ -91,7 +91,7 @@ def test_a_guest_pass_token_in_the_path_never_reaches_the_logs_or_metrics(
     redacted, for a mistyped link too, and metrics label it by route template."""
     token = ".".join(secrets.token_urlsafe(n) for n in (24, 120, 64))
     with httpx.Client(base_url=served.base_url, timeout=10) as client:
-        assert client.get(f"/v1/passes/{token}", params={"image": "svg"}).status_code == 200
+        assert client.get(f"/v1/passes/{token}", params={"format": "svg"}).status_code == 200
         assert client.get(f"/v1/pass/{token}").status_code == 404
         site = "0b9d8a4e-3c1f-4d2a-9e6b-7f5a4c3b2a10"
         assert client.get(f"/v1/sites/{site}").status_code == 401

@@ -23,6 +23,7 @@ from sesame.migrations import upgrade
 from tests.conftest import BACKENDS, drop_postgres_database, fresh_database
 from tests.support import PASSWORD, ServerProcess, free_port, run_cli
 
+ROOT = Path(__file__).resolve().parents[1]
 MAX_EXAMPLES = int(os.environ.get("SESAME_SCHEMATHESIS_EXAMPLES", "6"))
 
 # Every check schemathesis has but one: ``object_level_authorization`` needs two tenants'
@@ -128,6 +129,11 @@ def test_api_never_answers_5xx_and_matches_its_schema(
         timeout=300,
         check=False,
         cwd=tmp_path,
+        env={
+            **os.environ,
+            "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        },
     )
     failures = result.stdout.find("FAILURES")
     shown = result.stdout[failures : failures + 8000] if failures >= 0 else ""

@@ -12,6 +12,7 @@ from datetime import timedelta
 from types import FrameType
 
 from fastapi import APIRouter, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from sesame import __version__
 from sesame.api import errors, openapi
@@ -75,6 +76,8 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     *notifications_routers,
 )
 
+
+DOCS_ASSETS = "/docs/assets"
 
 JOBS_KEPT = timedelta(days=7)  # finished one-off jobs, for inspection
 
@@ -220,14 +223,19 @@ def create_app(
             if owns_runtime:
                 await runtime.close()
 
-    app = FastAPI(
+    # Swagger UI at /docs and ReDoc at /redoc, their scripts and styles served from the
+    # package under /docs/assets: no CDN, so the docs work offline and behind firewalls.
+    app = FastAPIOffline(
         title="Sesame",
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_url="/openapi.json",
         docs_url="/docs",
-        redoc_url=None,
+        redoc_url="/redoc",
+        static_url=DOCS_ASSETS,
+        # Swagger UI would otherwise ask validator.swagger.io for a badge.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.runtime = runtime
     install_keys(runtime)

@@ -156,6 +156,7 @@ async def _work(settings: Settings, count: int) -> None:
     from sesame.jobs.install import start_workers, stop_workers
     from sesame.keys.install import install as install_keys
     from sesame.keys.install import install_jobs
+    from sesame.kit.logging import get_logger
     from sesame.notifications.install import start_notifications, stop_notifications
     from sesame.runtime import build_runtime
 
@@ -170,6 +171,7 @@ async def _work(settings: Settings, count: int) -> None:
     await install_jobs(runtime)
     notifier = await start_notifications(runtime)
     task = start_workers(runtime, count)
+    get_logger("sesame.worker").info("worker_started", workers=count)
     try:
         await stop.wait()
     finally:

@@ -158,3 +158,26 @@ async def test_nul_characters_are_refused_as_input_errors(api: Api, world: World
     assert query.status_code == 422
     login = await api.post("/v1/auth/login", json={"email": "a@b.test", "password": "x\u0000y"})
     assert login.status_code == 422
+
+
+async def test_an_unknown_query_parameter_is_refused_on_every_route(
+    api: Api, world: World
+) -> None:
+    """Lists refuse a filter they do not have; so does every other route, rather than
+    answering as if the parameter were not there."""
+    token = world.tokens["partner_admin"]
+    key_id = world.ids["key"]
+    for method, path, params in (
+        ("GET", "/v1/sites", {"colour": "red"}),
+        ("GET", f"/v1/keys/{key_id}", {"expand": "person"}),
+        ("GET", "/v1/ledger/entries", {"start": "0", "limit": "5"}),
+        ("POST", f"/v1/entrances/{world.ids['entrance']}/open", {"wiat": "5"}),
+        ("GET", "/v1/passes/a.b.c", {"image": "svg"}),
+    ):
+        response = await api.request(method, path, token=token, params=params)
+        assert response.status_code == 422, (path, response.text)
+        unknown = [name for name in params if name not in {"start"}]
+        assert [e["path"] for e in response.json()["errors"]] == [
+            ["query", name] for name in unknown
+        ], (path, response.text)
+    assert (await api.get("/v1/passes/a.b.c", params={"format": "svg"})).status_code == 200

@@ -116,3 +116,111 @@ async def test_updates_offer_null_only_where_a_field_may_be_null(api: Api, world
     assert response.status_code == 422
     site = component(schema, "SiteUpdate")["properties"]["address"]
     assert {"type": "null"} in site["anyOf"]  # a site may have no address
+
+
+def operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method, path, operation)
+        for path, by_method in schema["paths"].items()
+        for method, operation in by_method.items()
+    ]
+
+
+async def test_an_optional_body_is_the_model_and_not_required(api: Api) -> None:
+    """Not "the model or null": a generated client then sends no body when given none."""
+    schema = await document(api)
+    for path, model in (
+        ("/v1/entrances/{entrance_id}/open", "OpenRequest"),
+        ("/v1/me/credentials", "CredentialRequest"),
+    ):
+        body = schema["paths"][path]["post"]["requestBody"]
+        assert body["required"] is False
+        assert body["content"]["application/json"]["schema"] == {
+            "$ref": f"#/components/schemas/{model}"
+        }
+    for _, path, operation in operations(schema):
+        for media in operation.get("requestBody", {}).get("content", {}).values():
+            assert {"type": "null"} not in media["schema"].get("anyOf", []), path
+
+
+async def test_every_post_declares_the_idempotency_key(api: Api, world: World) -> None:
+    schema = await document(api)
+    posts = [(path, op) for method, path, op in operations(schema) if method == "post"]
+    assert len(posts) > 30
+    for path, operation in posts:
+        [header] = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
+        assert header["in"] == "header"
+        assert header["required"] is False, path
+    # What it documents is what the API accepts.
+    [header] = [
+        p for p in schema["paths"]["/v1/sites"]["post"]["parameters"]
+        if p["name"] == "Idempotency-Key"
+    ]
+    token = world.tokens["partner_admin"]
+    for key in ("k" * 255, "k" * 256, "with space"):
+        response = await api.post(
+            "/v1/sites", token=token, json={"name": key[:50]}, headers={"Idempotency-Key": key}
+        )
+        fits = len(key) <= header["schema"]["maxLength"] and re.search(
+            header["schema"]["pattern"], key
+        )
+        assert (response.status_code == 201) is bool(fits), (key, response.text)
+
+
+async def test_authenticated_operations_say_so(api: Api) -> None:
+    """The ledger answers 401 without a credential under the default access: its
+    operations declare the bearer scheme and that 401, like every other one."""
+    schema = await document(api)
+    for path in ("/v1/ledger", "/v1/ledger/checkpoint", "/v1/ledger/entries"):
+        operation = schema["paths"][path]["get"]
+        assert operation["security"] == [{"HTTPBearer": []}], path
+        assert "401" in operation["responses"], path
+        assert (await api.get(path)).status_code == 401
+    public = [path for _, path, op in operations(schema) if not op.get("security")]
+    assert sorted(public) == [
+        "/healthz",
+        "/metrics",
+        "/readyz",
+        "/v1/auth/codes",
+        "/v1/auth/codes/verify",
+        "/v1/auth/login",
+        "/v1/auth/refresh",
+        "/v1/notifications/web-push-key",
+        "/v1/passes/{token}",
+        "/v1/time",
+    ]
+
+
+async def test_a_public_ledger_is_documented_as_open(database_url: str) -> None:
+    from sesame.app import create_app
+    from sesame.runtime import build_runtime
+    from tests.conftest import test_settings
+
+    runtime = build_runtime(test_settings(database_url, ledger_access="public"))
+    try:
+        schema = create_app(runtime=runtime).openapi()
+    finally:
+        await runtime.close()
+    operation = schema["paths"]["/v1/ledger/checkpoint"]["get"]
+    assert {} in operation["security"]
+    assert {"HTTPBearer": []} in operation["security"]
+    assert "401" not in operation["responses"]
+
+
+async def test_text_and_images_have_schemas(api: Api) -> None:
+    schema = await document(api)
+    checkpoint = schema["paths"]["/v1/ledger/checkpoint"]["get"]["responses"]["200"]
+    assert checkpoint["content"] == {"text/plain": {"schema": {"type": "string"}}}
+    image = schema["paths"]["/v1/passes/{token}"]["get"]["responses"]["200"]["content"]
+    for media in ("image/png", "image/svg+xml"):
+        assert image[media]["schema"] == {"type": "string", "format": "binary"}
+    links = schema["paths"]["/v1/keys/{object_id}/pass"]["get"]["responses"]["200"]
+    assert links["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/GuestPass"
+    }
+
+
+async def test_operation_ids_are_identifiers(api: Api) -> None:
+    ids = [op["operationId"] for _, _, op in operations(await document(api))]
+    assert len(ids) == len(set(ids))
+    assert [i for i in ids if not i.isidentifier()] == []

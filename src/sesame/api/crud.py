@@ -300,6 +300,13 @@ class ResourceSpec:
     update: type[BaseModel]
     query: type[ListQuery]
     operations: frozenset[str] = frozenset({"create", "read", "list", "update", "delete"})
+    # The list operation is ``list_<plural>``; a plural that is a path (``a/b``) names it here.
+    list_name: str | None = None
+
+    def __post_init__(self) -> None:
+        name = self.list_name or self.plural.replace("-", "_")
+        if not name.isidentifier():
+            raise ValueError(f"list_{name} is not an operation id; give the spec a list_name")
 
 
 def crud_router(spec: ResourceSpec) -> APIRouter:
@@ -383,7 +390,7 @@ def crud_router(spec: ResourceSpec) -> APIRouter:
             "",
             {
                 "response_model": page_model,
-                "operation_id": f"list_{spec.plural.replace('-', '_')}",
+                "operation_id": f"list_{spec.list_name or spec.plural.replace('-', '_')}",
                 "summary": f"List {spec.plural}",
             },
         ),

@@ -26,6 +26,11 @@ _bearer = HTTPBearer(
 )
 
 
+# For an endpoint that reads the credential itself (or takes none): the document then
+# declares the bearer scheme for it.
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
 async def _runtime(request: Request) -> Runtime:
     return runtime_of(request)
 

@@ -8,6 +8,10 @@ stored response when one exists; the new answer is stored in the same transactio
 
 A ``SesameError`` raised with ``keep_changes=True`` commits before it is rendered: a
 refused sign-in must still count the failed attempt.
+
+A query parameter the endpoint does not declare is a 422 ``extra_forbidden`` on every
+route, as list filters' models refuse one: a misspelt ``?fromat=svg`` is an error, not a
+request silently answered as if it were not there.
 """
 
 from __future__ import annotations
@@ -17,7 +21,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 from uuid import UUID
 
+import fastapi.routing
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -61,14 +69,55 @@ def with_uuid_convertors(path: str, endpoint: Callable[..., Any]) -> str:
     return path
 
 
+def query_names(dependant: Dependant) -> frozenset[str]:
+    """Every query parameter of an endpoint and its dependencies, by the name clients
+    send: a query model (``Annotated[Model, Query()]``) contributes its fields."""
+    names: set[str] = set()
+    for field in dependant.query_params:
+        model = field.field_info.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            names |= {info.alias or name for name, info in model.model_fields.items()}
+        else:
+            names.add(field.alias)
+    for sub in dependant.dependencies:
+        names |= query_names(sub)
+    return frozenset(names)
+
+
+def refuse_unknown_query(request: Request, declared: frozenset[str]) -> None:
+    unknown = [name for name in request.query_params if name not in declared]
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", name),
+                    "msg": "Extra inputs are not permitted",
+                    "input": request.query_params[name],
+                }
+                for name in dict.fromkeys(unknown)
+            ]
+        )
+
+
+def sesame_routes(routes: Any) -> list[SesameRoute]:
+    """The ``SesameRoute``s among an app's routes, in included routers too."""
+    # Recent FastAPI versions nest included routers; earlier ones list routes flat.
+    flatten = getattr(fastapi.routing, "iter_route_contexts", None)
+    flat = [context.route for context in flatten(routes)] if flatten is not None else routes
+    return [route for route in flat if isinstance(route, SesameRoute)]
+
+
 class SesameRoute(APIRoute):
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(with_uuid_convertors(path, endpoint), endpoint, **kwargs)
+        self.query_names = query_names(self.dependant)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint_handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
+            refuse_unknown_query(request, self.query_names)
             runtime = runtime_of(request)
             unsafe = request.method not in SAFE_METHODS
             token = set_write_intent(unsafe)

@@ -69,27 +69,33 @@ def _pass_urls(runtime: Runtime, token: str) -> dict[str, str]:
 @keys_router.get(
     "/{object_id}/pass",
     operation_id="get_guest_pass",
-    response_class=Response,
-    responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}},
+    response_model=GuestPass,
+    responses={404: {"description": "No such key visible to the caller"}},
 )
 async def key_pass(
     object_id: UUID,
     session: DbSession,
     principal: CurrentPrincipal,
     runtime: AppRuntime,
-    image: ImageFormat = "png",
-) -> Response:
-    """A guest key's QR pass, as an image to print or send."""
-    key = await KeyService(session, principal, runtime).get(object_id)
+) -> GuestPass:
+    """A guest key's pass: its token, the link to send the guest, and its QR code's
+    image URLs (``/v1/passes/{token}?format=png|svg``). Staff who may read the key, and the
+    resident who issued the pass, may fetch it."""
+    if principal.kind == "resident":
+        key = await KeyRepository(session).by_id(object_id)
+        if key is None or key.issued_by_person_id not in principal.person_ids:
+            raise NotFound(f"key {object_id} not found")
+    else:
+        key = await KeyService(session, principal, runtime).get(object_id)
     if key.kind is not KeyKind.GUEST or key.entrance_id is None:
         raise ValidationFailed("only guest keys to one entrance have a QR pass")
     site = await SiteRepository(session).get(TenantScope.platform(), key.site_id)
     assert site is not None
     token = await credentials.guest_pass(session, runtime, key, site, key.entrance_id)
-    return Response(
-        credentials.qr(token, image),
-        media_type="image/png" if image == "png" else "image/svg+xml",
-    )
+    return GuestPass(key=KeyRead.model_validate(key), token=token, **_pass_urls(runtime, token))
+
+
+_IMAGE = {"schema": {"type": "string", "format": "binary"}}
 
 
 passes_router = APIRouter(prefix=f"{API_PREFIX}/passes", tags=["passes"], route_class=SesameRoute)
@@ -99,7 +105,7 @@ passes_router = APIRouter(prefix=f"{API_PREFIX}/passes", tags=["passes"], route_
     "/{token}",
     operation_id="show_pass",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}},
+    responses={200: {"content": {"image/png": _IMAGE, "image/svg+xml": _IMAGE}}},
 )
 async def show_pass(
     token: str,

@@ -12,7 +12,13 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from sesame.api.deps import AppRuntime, CurrentPrincipal, CurrentResident, DbSession
+from sesame.api.deps import (
+    AppRuntime,
+    BearerCredentials,
+    CurrentPrincipal,
+    CurrentResident,
+    DbSession,
+)
 from sesame.api.route import API_PREFIX, SesameRoute
 from sesame.auth.principal import authenticate
 from sesame.keys.repository import KeyRepository
@@ -37,8 +43,11 @@ def _ledger(runtime: Runtime) -> Ledger:
     return ledger
 
 
-async def _reader(request: Request, session: DbSession, runtime: AppRuntime) -> Ledger:
-    """The ledger, if this caller may read it."""
+async def _reader(
+    request: Request, session: DbSession, runtime: AppRuntime, _credentials: BearerCredentials
+) -> Ledger:
+    """The ledger, if this caller may read it (the document declares the bearer scheme,
+    optional when the ledger is public)."""
     ledger = _ledger(runtime)
     if (
         runtime.settings.ledger_access == "authenticated"
@@ -62,7 +71,7 @@ async def ledger_info(ledger: Reader, session: DbSession) -> LedgerInfo:
 @router.get(
     "/checkpoint",
     response_class=Response,
-    responses={200: {"content": {"text/plain; charset=utf-8": {}}}},
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     operation_id="get_ledger_checkpoint",
 )
 async def checkpoint(ledger: Reader) -> Response:

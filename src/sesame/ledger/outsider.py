@@ -54,6 +54,11 @@ class LogClient:
                     raise
             else:
                 if response.status_code < 500 or attempt == 3:
+                    if response.status_code == 401:
+                        raise VerificationFailed(
+                            f"GET {path}: 401: this log is readable when signed in; pass "
+                            "--token (an API key or access token) or set SESAME_LEDGER_TOKEN"
+                        )
                     if response.status_code >= 400:
                         raise VerificationFailed(
                             f"GET {path}: {response.status_code} {response.text[:200]}"

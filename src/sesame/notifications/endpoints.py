@@ -228,6 +228,7 @@ deliveries_router = crud_router(
         DeliveryQuery,
         DeliveryQuery,
         operations=frozenset({"read", "list"}),
+        list_name="notification_deliveries",
     )
 )
 
