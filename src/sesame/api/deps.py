@@ -46,11 +46,9 @@ AppRuntime = Annotated[Runtime, Depends(_runtime)]
 DbSession = Annotated[AsyncSession, Depends(_session)]
 
 
-async def _principal(
-    request: Request,
-    runtime: AppRuntime,
-    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
+async def principal_of(request: Request, runtime: Runtime) -> Principal:
+    """The request's principal, or ``Unauthorized``: what ``CurrentPrincipal`` injects,
+    for handlers that run without FastAPI's dependency solving (``SesameRoute``)."""
     principal = known_principal(request, runtime)  # no session when the cache knows it
     if principal is None:
         # Read outside the request's transaction: on SQLite a writing request holds the
@@ -61,6 +59,14 @@ async def _principal(
         raise Unauthorized("authentication required")
     bind_actor(principal.actor())  # recorded on the request's domain events
     return principal
+
+
+async def _principal(
+    request: Request,
+    runtime: AppRuntime,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    return await principal_of(request, runtime)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]

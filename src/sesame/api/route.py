@@ -45,6 +45,9 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # route's ``path`` is its whole template, as metrics and logs label requests with it.
 API_PREFIX = "/v1"
 
+# The attribute of an endpoint function naming its direct handler (see ``SesameRoute``).
+DIRECT_HANDLER = "sesame_direct_handler"
+
 
 def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
@@ -114,7 +117,13 @@ class SesameRoute(APIRoute):
         self.query_names = query_names(self.dependant)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint_handler = super().get_route_handler()
+        # An endpoint may carry a handler of its own that does what FastAPI's would (the
+        # same dependencies, the same response) without solving dependencies or
+        # validating parameters per request: ``crud_router``'s GET by id.
+        direct: Callable[[Request], Coroutine[Any, Any, Response]] | None = getattr(
+            self.endpoint, DIRECT_HANDLER, None
+        )
+        endpoint_handler = direct if direct is not None else super().get_route_handler()
 
         async def handle(request: Request) -> Response:
             refuse_unknown_query(request, self.query_names)
