@@ -240,6 +240,7 @@ class EventType(enum.StrEnum):
     UNLOCKED = "unlocked"
     ELEVATOR_ARRIVED = "elevator_arrived"
     REBOOTED = "rebooted"
+    PIN_CHANGED = "pin_changed"
 
 
 class DeviceEvent(Message):
@@ -269,6 +270,34 @@ EVENT_ACK_TIMEOUT_SECONDS = 10
 class RefusalReason(enum.StrEnum):
     INVALID = "invalid"  # not a valid DeviceEvent (its data too large, say)
     OCCURRED_AT_OUT_OF_RANGE = "occurred_at_out_of_range"
+    UNKNOWN_ACCESS_METHOD = "unknown_access_method"  # an access decision without a known method
+
+
+class AccessMethod(enum.StrEnum):
+    """How a door was opened or refused: the ``method`` of ``access_granted`` and
+    ``access_denied`` data. An access event without one of these is refused."""
+
+    MOBILE_CREDENTIAL = "mobile_credential"  # a phone's token (section 10)
+    QR = "qr"  # a scanned guest pass (section 10)
+    PIN = "pin"  # a code typed at a lock's keypad (section 11)
+    CARD = "card"  # a card the device itself knows
+    REMOTE = "remote"  # released by a command (`open`, `unlock`)
+    MANUAL = "manual"  # released by hand at the device: an exit button, a concierge's switch
+
+
+ACCESS_EVENT_TYPES = frozenset({"access_granted", "access_denied"})
+_ACCESS_METHODS = frozenset(method.value for method in AccessMethod)
+
+
+def access_method_refusal(event: DeviceEvent) -> RefusalReason | None:
+    """Why an access event is refused, if it is: its ``method`` is not one of
+    ``AccessMethod`` (the platform does not guess how a door was opened)."""
+    if event.type not in ACCESS_EVENT_TYPES:
+        return None
+    method = event.data.get("method")
+    if isinstance(method, str) and method in _ACCESS_METHODS:
+        return None
+    return RefusalReason.UNKNOWN_ACCESS_METHOD
 
 
 class EventRefusal(BaseModel):

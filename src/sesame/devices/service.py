@@ -41,7 +41,15 @@ from sesame.kit.errors import (
 from sesame.kit.ids import parse_id
 from sesame.kit.logging import get_logger
 from sesame.kit.security import equal, new_token
-from sesame.models import ActionAttempt, Device, DeviceEventRecord, DeviceStatus
+from sesame.models import (
+    AccessEvent,
+    AccessMethod,
+    AccessResult,
+    ActionAttempt,
+    Device,
+    DeviceEventRecord,
+    DeviceStatus,
+)
 from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime
 from sesame.sites.repository import EntranceRepository, SiteRepository, UnitRepository
@@ -192,16 +200,34 @@ class DeviceService(CrudService[Device]):
             if (request.duration_s is not None and action == "open")
             else {}
         )
-        return await engine_of(self.runtime).submit(
+        requested_by = self.principal.reference()
+        attempt, command = await engine_of(self.runtime).submit(
             self.session,
             device,
             action,
             params,
             ttl_seconds=request.ttl_seconds,
-            requested_by=self.principal.reference(),
+            requested_by=requested_by,
             locked=True,
             unfinished=unfinished,
         )
+        # In the site's access log like a resident's open: who asked (staff, API key),
+        # which door, which attempt carried it. Written with the attempt, or not at all.
+        self.session.add(
+            AccessEvent(
+                partner_id=device.partner_id,
+                site_id=device.site_id,
+                at=self.runtime.clock.now(),
+                result=AccessResult.GRANTED,
+                method=AccessMethod.REMOTE,
+                entrance_id=entrance_id,
+                device_id=device.id,
+                action_attempt_id=attempt.id,
+                data={"requested_by": requested_by},
+            )
+        )
+        await self.session.flush()
+        return attempt, command
 
     # -- helpers ----------------------------------------------------------------------------
 

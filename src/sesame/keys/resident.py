@@ -43,6 +43,7 @@ from sesame.keys.service import (
     key_message,
     place_of,
     places_of,
+    refuse_past_end,
     revoke,
 )
 from sesame.kit.errors import Conflict, FieldError, Forbidden, NotFound, SesameError
@@ -249,6 +250,7 @@ async def share(
         raise SharingNotAllowed("only a resident key can be shared")
     if parent.status not in (KeyStatus.ACTIVE, KeyStatus.SCHEDULED):
         raise SharingNotAllowed(f"the key is {parent.status.value}")
+    refuse_past_end(request.ends_at, now)
     site = await _site(session, parent.site_id)
     household = (
         await HouseholdRepository(session).get(PLATFORM, parent.household_id)
@@ -352,8 +354,7 @@ async def guest_pass(
     ]
     if not hosts:
         raise Forbidden("your keys do not open this entrance")
-    if request.guest_phone is None:
-        raise Forbidden("a guest pass needs the guest's phone")
+    refuse_past_end(request.ends_at, now)
     starts = request.starts_at or now
     ends = request.ends_at or starts + timedelta(hours=24)
     wanted = request.schedule.model_dump() if request.schedule else None
