@@ -77,9 +77,7 @@ async def test_validation_errors_name_each_field(api: Api, world: World) -> None
     assert all(e["code"] and e["message"] for e in body["errors"])
 
 
-async def test_a_validators_message_comes_without_pydantics_prefix(
-    api: Api, world: World
-) -> None:
+async def test_a_validators_message_comes_without_pydantics_prefix(api: Api, world: World) -> None:
     response = await api.post(
         "/v1/keys",
         token=world.tokens["partner_admin"],

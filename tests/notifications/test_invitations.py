@@ -45,6 +45,7 @@ async def test_an_added_resident_is_invited_by_sms_in_their_language(
             f"/v1/sites/{fleet.world.site_id}", token=fleet.world.tokens["partner_admin"]
         )
     ).json()["name"]
+
     # The delivery is recorded like any other (once sent), and holds no phone number.
     async def recorded() -> list[Delivery] | None:
         async with fleet.runtime.read_session_factory() as session:
@@ -64,10 +65,12 @@ async def test_an_added_resident_is_invited_by_sms_in_their_language(
         await eventually(lambda: texts_to(sms, english) and texts_to(sms, korean))
         mine = await eventually(recorded)
     [invitation] = texts_to(sms, english)
-    assert "sign in" in invitation and site in invitation
+    assert "sign in" in invitation
+    assert site in invitation
     assert "Sesame app" in invitation
     [korean_invitation] = texts_to(sms, korean)
-    assert "입주민" in korean_invitation and site in korean_invitation
+    assert "입주민" in korean_invitation
+    assert site in korean_invitation
     assert texts_to(sms, guest) == []  # only residents are invited
     assert [(r.channel, r.category, r.locale) for r in mine] == [("sms", "invitation", "ko")]
     assert korean not in repr(_values(mine[0]))
@@ -88,5 +91,6 @@ async def test_the_sign_in_code_comes_in_the_persons_language(fleet: Fleet) -> N
     assert english_code.startswith("[Sesame] Your sign-in code is ")
     assert "인증번호" not in english_code
     [korean_code] = texts_to(sms, korean)
-    assert "인증번호" in korean_code and "code" not in korean_code
+    assert "인증번호" in korean_code
+    assert "code" not in korean_code
     assert sms_code(sms, korean) in korean_code
