@@ -120,8 +120,19 @@ class DeviceService(CrudService[Device]):
     async def apply(self, obj: Device, changes: dict[str, Any]) -> None:
         if obj.status is DeviceStatus.DECOMMISSIONED:
             raise Conflict("the device is decommissioned")
+        moved = "entrance_id" in changes and changes["entrance_id"] != obj.entrance_id
         await super().apply(obj, changes)
         await self._check_placement(obj)
+        if moved:
+            # What the device decides on follows it: its trust names its new entrance (or
+            # none), as on a connection, once the move is committed.
+            hooks, device_id = self.runtime.device_hooks, obj.id
+
+            async def rebound() -> None:
+                for hook in hooks.online:
+                    await hook(device_id)
+
+            after_commit(self.session, rebound)
 
     async def delete(self, object_id: UUID) -> None:
         """Decommission: the row stays (its attempts and events refer to it), credentials go."""
