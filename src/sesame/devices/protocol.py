@@ -441,7 +441,11 @@ class TrustDocument(Message):
 
     version: int = Field(description="Increases with every change (Unix milliseconds).")
     site_id: UUID
-    entrance_id: UUID | None = Field(description="The entrance this device guards.")
+    entrance_id: UUID | None = Field(
+        default=None,
+        description="The entrance this device guards. Absent (or null) for a reader bound to"
+        " none: it then holds no keys and refuses every credential (`no_trust`).",
+    )
     keys: list[TrustedKey]
     revoked_keys: list[UUID] = Field(
         default_factory=list,
