@@ -410,3 +410,32 @@ async def test_a_guest_qr_pass_works_only_in_its_window_and_n_times(fleet: Fleet
         assert reader.present(guest["token"], method="qr").reason == "credential_expired"
     finally:
         reader.faults.clock_offset = 0
+
+
+async def test_a_partner_obtains_a_keys_credentials_as_json_to_test_a_reader(
+    fleet: Fleet,
+) -> None:
+    _, reader = await fleet.run("entrance_reader")
+    await wait_for_trust(reader)
+    key = await resident_key(fleet)
+    issued = await fleet.api.post(
+        f"/v1/keys/{key['id']}/credentials",
+        token=fleet.world.tokens["api_key"],
+        json={"per_entrance": 1},
+    )
+    assert issued.status_code == 200, issued.text
+    [mine] = [c for c in issued.json() if c["entrance_id"] == fleet.world.ids["entrance"]]
+    assert mine["key_id"] == key["id"]
+    assert set(mine) == {"key_id", "entrance_id", "credential_id", "expires_at", "token"}
+    assert reader.present(mine["token"]).granted
+    # Staff of one site do not reach the keys of another: a 404, as for any object.
+    other = fleet.world.other_site_ids["key"]
+    scoped = await fleet.api.post(
+        f"/v1/keys/{other}/credentials", token=fleet.world.tokens["site_manager"]
+    )
+    assert scoped.status_code == 404
+    missing = await fleet.api.post(
+        "/v1/keys/00000000-0000-7000-8000-000000000000/credentials",
+        token=fleet.world.tokens["api_key"],
+    )
+    assert missing.status_code == 404

@@ -448,6 +448,27 @@ async def mobile_credentials(
     return issued
 
 
+async def credentials_of_key(
+    session: AsyncSession, runtime: Runtime, key: Key, per_entrance: int
+) -> list[dict[str, Any]]:
+    """Single-use tokens of one key (staff or a partner asking), as its holder gets them."""
+    now = runtime.clock.now()
+    locked = await KeyRepository(session).by_id(key.id, lock=True)
+    if (
+        locked is None
+        or locked.status not in (KeyStatus.ACTIVE, KeyStatus.SCHEDULED)
+        or (locked.ends_at is not None and locked.ends_at <= now)
+    ):
+        return []
+    site = await _site(session, locked.site_id)
+    tokens = await credentials.mobile_credentials(
+        session, runtime, locked, site, await places_of(session, locked), per_entrance=per_entrance
+    )
+    if tokens:
+        await outbox.append(session, [credentials.issued_message(locked, tokens)])
+    return [{"key_id": locked.id, **token} for token in tokens]
+
+
 async def my_keys(session: AsyncSession, principal: Principal) -> list[Key]:
     repository = KeyRepository(session)
     held = list(await repository.of_people(sorted(principal.person_ids)))
