@@ -393,8 +393,10 @@ class TimeRequest(Message):
 class TimeResponse(Message):
     """Gateway → device on ``time/response``: the server's receive and send times.
 
-    With ``t4_ms``, its own clock when the response arrives, the device computes its
-    offset ``((t2 - t1) + (t3 - t4)) / 2`` and the round trip ``(t4 - t1) - (t3 - t2)``.
+    With ``t4_ms``, its own clock when the response arrives, the device reports all four
+    on ``time/report``. Its offset is ``((t1 - t2) + (t4 - t3)) / 2``, its clock minus the
+    server's (positive: it runs ahead), and the round trip ``(t4 - t1) - (t3 - t2)``. A
+    device never steps its clock from this: the server corrects it with ``sync_clock``.
     """
 
     request_id: UUID
