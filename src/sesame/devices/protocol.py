@@ -347,9 +347,14 @@ class ReportedState(Message):
     bolt: BoltState | None = None
     relay_on: bool | None = None
     clock_offset_ms: int | None = Field(
-        default=None, description="The device's last measured offset from server time."
+        default=None,
+        description="The device's last measured offset: its clock minus the server's, in ms.",
     )
-    extra: Data = Field(default_factory=dict)
+    extra: Data = Field(
+        default_factory=dict,
+        description="Anything else, kept as it is. Named keys: `events_dropped` (events"
+        " dropped unacknowledged since boot), `pin_constraints` (a lock's code rules).",
+    )
 
 
 class Presence(Message):

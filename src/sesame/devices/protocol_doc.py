@@ -56,7 +56,7 @@ def render() -> str:
         "### Actions by device kind",
         "",
         "The `action` and `params` of a `Command`, by the kind the device was "
-        "provisioned as. Every kind also answers `ping` (no params).",
+        "provisioned as. Every kind also answers `ping` (no params; section 4).",
         "",
     ]
     for kind in DeviceKind:
