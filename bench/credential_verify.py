@@ -124,8 +124,8 @@ async def _opens(
 
 
 def remote_open(database: str, broker: str, requests: int) -> tuple[list[float], list[float]]:
-    """A resident's remote opens, then the same entrance opened by staff (no key checks,
-    no access log) as the baseline of the same stack."""
+    """A resident's remote opens, then the same entrance opened by staff (no key checks:
+    only its access log row) as the baseline of the same stack."""
     with stack(database=database, broker=broker) as running:
         running.start_server()
         phone = "+821000000001"  # the demo's owner of 101동 1001호

@@ -51,6 +51,17 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{next(_counter)}-{secrets.token_hex(3)}"
 
 
+def sms_code(sms: Any, phone: str) -> str:
+    """The sign-in code of the last text to ``phone`` that carries one (an invitation may
+    come after it)."""
+    for message in reversed(sms.sent):
+        if message.phone == phone:
+            words = [w for w in message.text.split() if w.isdigit() and len(w) == 6]
+            if words:
+                return str(words[0])
+    raise AssertionError(f"no sign-in code sent to {phone}")
+
+
 def unique_phone() -> str:
     """A valid Korean mobile number nobody else in the session uses (probably)."""
     while True:

@@ -13,6 +13,7 @@ from uuid import UUID
 import typer
 from pydantic import ValidationError
 
+from sesame.kit.errors import validation_message
 from sesame.ledger.cli import ledger_app
 from sesame.settings import Settings
 
@@ -55,7 +56,7 @@ def _settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         for error in exc.errors():
             location = ".".join(str(p) for p in error["loc"]) or "settings"
-            typer.echo(f"configuration error: {location}: {error['msg']}", err=True)
+            typer.echo(f"configuration error: {location}: {validation_message(error)}", err=True)
         raise typer.Exit(2) from None
 
 

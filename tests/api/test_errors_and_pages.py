@@ -77,6 +77,24 @@ async def test_validation_errors_name_each_field(api: Api, world: World) -> None
     assert all(e["code"] and e["message"] for e in body["errors"])
 
 
+async def test_a_validators_message_comes_without_pydantics_prefix(api: Api, world: World) -> None:
+    response = await api.post(
+        "/v1/keys",
+        token=world.tokens["partner_admin"],
+        json={
+            "person_id": world.ids["person"],
+            "kind": "staff",
+            "site_id": world.site_id,
+            "starts_at": "2031-01-02T00:00:00Z",
+            "ends_at": "2031-01-01T00:00:00Z",
+        },
+    )
+    assert response.status_code == 422
+    messages = [e["message"] for e in response.json()["errors"]]
+    assert "ends_at must be after starts_at" in messages
+    assert not any(m.startswith(("Value error", "Assertion failed")) for m in messages)
+
+
 async def test_bad_ids_in_queries_are_422_and_in_paths_404(api: Api, world: World) -> None:
     token = world.tokens["partner_admin"]
     not_an_id = await api.get("/v1/sites/123", token=token)

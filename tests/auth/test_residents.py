@@ -11,13 +11,11 @@ from sesame.auth.sms import MemorySmsSender
 from sesame.auth.tokens import issue_access_token
 from sesame.models import OtpChallenge
 from sesame.runtime import Runtime
-from tests.support import Api, World, unique_phone
+from tests.support import Api, World, sms_code, unique_phone
 
 
 def code_from(sms: MemorySmsSender, phone: str) -> str:
-    message = sms.last_to(phone)
-    assert message is not None, f"no SMS to {phone}"
-    return next(word for word in message.text.split() if word.isdigit() and len(word) == 6)
+    return sms_code(sms, phone)
 
 
 async def resident_phone(api: Api, world: World) -> str:

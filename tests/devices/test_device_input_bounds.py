@@ -123,6 +123,35 @@ async def test_an_event_dated_far_from_the_server_clock_is_refused_and_acknowled
         await raw.probe.close()
 
 
+async def test_an_access_decision_without_a_documented_method_is_refused(fleet: Fleet) -> None:
+    """The platform does not guess how a door was opened: an ``access_granted`` or
+    ``access_denied`` whose ``method`` is missing or not an ``AccessMethod`` is refused,
+    with its reason, and nothing of it reaches the events or the access log."""
+    raw = await raw_device(fleet)
+    try:
+        odd = raw.event(type="access_granted", data={"method": "telepathy"})
+        missing = raw.event(type="access_denied", data={"reason": "replayed"})
+        numeric = raw.event(type="access_granted", data={"method": 7})
+        known = raw.event(type="access_denied", data={"method": "qr", "reason": "replayed"})
+        for event in (odd, missing, numeric, known):
+            raw.send(event)
+        for event in (odd, missing, numeric):
+            ack = await raw.acknowledgement(event["event_id"])
+            assert [(str(r.event_id), r.reason) for r in ack.refused] == [
+                (event["event_id"], "unknown_access_method")
+            ]
+        assert (await raw.acknowledgement(known["event_id"])).refused == []
+        assert await raw.stored_ids() == {known["event_id"]}
+        log = await fleet.api.get(
+            "/v1/access-events",
+            token=fleet.world.tokens["partner_admin"],
+            params={"device_id": raw.device_id},
+        )
+        assert [(e["method"], e["reason"]) for e in log.json()["items"]] == [("qr", "replayed")]
+    finally:
+        await raw.probe.close()
+
+
 async def test_an_event_with_oversized_or_unstorable_data_is_refused(fleet: Fleet) -> None:
     raw = await raw_device(fleet)
     try:

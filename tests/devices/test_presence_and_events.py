@@ -176,5 +176,6 @@ async def test_a_time_request_is_answered(fleet: Fleet) -> None:
         if sim.time_offsets_ms:
             break
         await asyncio.sleep(0.02)
-    # The server is about three seconds ahead of this device's clock.
-    assert 2800 < sim.time_offsets_ms[0] < 3200
+    # This device's clock is three seconds behind the server's: its offset, its clock
+    # minus the server's, is about -3 s — the sign the server computes and documents.
+    assert -3200 < sim.time_offsets_ms[0] < -2800

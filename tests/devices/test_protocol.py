@@ -93,3 +93,26 @@ def test_device_secrets_hash_as_mosquitto_does(tmp_path: Path) -> None:
     assert verify_password(ours, "s3cret")
     assert not verify_password(None, "s3cret")
     assert not verify_password("garbage", "s3cret")
+
+
+def test_events_a_device_dropped_are_a_warning_until_it_reports_none() -> None:
+    from datetime import UTC, datetime
+
+    from sesame.devices import health
+    from sesame.models import Device
+
+    device = Device(warnings={}, reported_state={})
+    now = datetime.now(UTC)
+    health.reported(device, protocol.ReportedState(at=now, extra={"events_dropped": 12}), now)
+    assert "12 events" in device.warnings["events_dropped"]["message"]
+    health.reported(device, protocol.ReportedState(at=now, battery_pct=90), now)
+    assert "events_dropped" in device.warnings  # a report without the key changes nothing
+    health.reported(device, protocol.ReportedState(at=now, extra={"events_dropped": 0}), now)
+    assert "events_dropped" not in device.warnings
+
+
+def test_pin_changed_is_a_documented_event_type_and_access_methods_match_the_log() -> None:
+    from sesame.models import AccessMethod
+
+    assert protocol.EventType("pin_changed") is protocol.EventType.PIN_CHANGED
+    assert {m.value for m in protocol.AccessMethod} == {m.value for m in AccessMethod}

@@ -12,7 +12,7 @@ import httpx
 from sesame.auth.sms import MemorySmsSender
 from sesame.devices.lifecycle import embedded_broker
 from tests.device_fixtures import Fleet
-from tests.support import Api, World, unique_phone
+from tests.support import Api, World, eventually, sms_code, unique_phone
 
 
 async def resident_token(api: Api, runtime: Any, world: World, person_id: str) -> str:
@@ -23,9 +23,7 @@ async def resident_token(api: Api, runtime: Any, world: World, person_id: str) -
 async def sign_in(api: Api, runtime: Any, phone: str) -> str:
     sms: MemorySmsSender = runtime.sms_sender
     assert (await api.post("/v1/auth/codes", json={"phone": phone})).status_code == 202
-    message = sms.last_to(phone)
-    assert message is not None
-    code = next(w for w in message.text.split() if w.isdigit() and len(w) == 6)
+    code = sms_code(sms, phone)
     tokens = await api.post("/v1/auth/codes/verify", json={"phone": phone, "code": code})
     assert tokens.status_code == 200, tokens.text
     return str(tokens.json()["access_token"])
@@ -73,6 +71,68 @@ async def test_a_resident_opens_the_entrance_remotely(fleet: Fleet) -> None:
     assert entry["key_id"] == key["id"]
     assert entry["action_attempt_id"] == response.json()["id"]
     assert key["uses_count"] == 1
+
+
+async def test_a_partners_open_is_in_the_access_log(fleet: Fleet) -> None:
+    """An open asked for with an API key (or by staff) is logged like a resident's: who
+    asked, which door, which attempt carried it — with no key or person behind it."""
+    device, reader = await fleet.run("entrance_reader")
+    response = await fleet.api.post(
+        f"/v1/entrances/{fleet.world.ids['entrance']}/open",
+        token=fleet.world.tokens["api_key"],
+        params={"wait": 5},
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["status"] == "success"
+    [entry] = await access_log(fleet, entrance_id=fleet.world.ids["entrance"])
+    assert (entry["result"], entry["method"]) == ("granted", "remote")
+    assert entry["action_attempt_id"] == response.json()["id"]
+    assert entry["device_id"] == device["id"]
+    assert (entry["key_id"], entry["person_id"]) == (None, None)
+    # The reader's own report of the release (method "remote") is not logged twice.
+    await eventually(lambda: len(reader.acked_events) >= 1)
+    assert len(await access_log(fleet, entrance_id=fleet.world.ids["entrance"])) == 1
+
+
+async def test_a_key_or_pass_that_would_already_be_over_is_refused(fleet: Fleet) -> None:
+    admin = fleet.world.tokens["partner_admin"]
+    past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    key = await fleet.api.post(
+        "/v1/keys",
+        token=admin,
+        json={
+            "person_id": fleet.world.ids["person"],
+            "kind": "staff",
+            "site_id": fleet.world.site_id,
+            "ends_at": past,
+        },
+    )
+    assert key.status_code == 422, key.text
+    assert [(e["path"], e["code"]) for e in key.json()["errors"]] == [
+        (["body", "ends_at"], "in_the_past")
+    ]
+    owner = await resident_token(fleet.api, fleet.runtime, fleet.world, fleet.world.ids["person"])
+    start = datetime.now(UTC) - timedelta(hours=3)
+    late = await guest_pass(fleet, owner, "늦은", start, start + timedelta(hours=1))
+    assert late.status_code == 422, late.text
+    assert late.json()["errors"][0]["code"] == "in_the_past"
+    listed = await fleet.api.get(
+        "/v1/keys", token=admin, params={"person_id": fleet.world.ids["person"]}
+    )
+    assert [k["kind"] for k in listed.json()["items"]] == ["resident"]  # nothing stored
+
+
+async def test_a_guest_pass_needs_the_guests_phone(fleet: Fleet) -> None:
+    owner = await resident_token(fleet.api, fleet.runtime, fleet.world, fleet.world.ids["person"])
+    response = await fleet.api.post(
+        "/v1/me/guest-passes",
+        token=owner,
+        json={"entrance_id": fleet.world.ids["entrance"], "guest_name": "친구"},
+    )
+    assert response.status_code == 422, response.text
+    assert [(e["path"], e["code"]) for e in response.json()["errors"]] == [
+        (["body", "guest_phone"], "missing")
+    ]
 
 
 async def test_refusals_are_logged_with_their_reason(fleet: Fleet) -> None:
@@ -379,3 +439,32 @@ async def test_a_guest_qr_pass_works_only_in_its_window_and_n_times(fleet: Fleet
         assert reader.present(guest["token"], method="qr").reason == "credential_expired"
     finally:
         reader.faults.clock_offset = 0
+
+
+async def test_a_partner_obtains_a_keys_credentials_as_json_to_test_a_reader(
+    fleet: Fleet,
+) -> None:
+    _, reader = await fleet.run("entrance_reader")
+    await wait_for_trust(reader)
+    key = await resident_key(fleet)
+    issued = await fleet.api.post(
+        f"/v1/keys/{key['id']}/credentials",
+        token=fleet.world.tokens["api_key"],
+        json={"per_entrance": 1},
+    )
+    assert issued.status_code == 200, issued.text
+    [mine] = [c for c in issued.json() if c["entrance_id"] == fleet.world.ids["entrance"]]
+    assert mine["key_id"] == key["id"]
+    assert set(mine) == {"key_id", "entrance_id", "credential_id", "expires_at", "token"}
+    assert reader.present(mine["token"]).granted
+    # Staff of one site do not reach the keys of another: a 404, as for any object.
+    other = fleet.world.other_site_ids["key"]
+    scoped = await fleet.api.post(
+        f"/v1/keys/{other}/credentials", token=fleet.world.tokens["site_manager"]
+    )
+    assert scoped.status_code == 404
+    missing = await fleet.api.post(
+        "/v1/keys/00000000-0000-7000-8000-000000000000/credentials",
+        token=fleet.world.tokens["api_key"],
+    )
+    assert missing.status_code == 404

@@ -152,3 +152,46 @@ async def test_past_the_protocols_limit_the_oldest_blocks_are_left_out_loudly(
 
 def overflows() -> float:
     return REGISTRY.get_sample_value("sesame_trust_block_list_overflow_total") or 0.0
+
+
+async def test_trust_versions_grow_even_when_the_servers_clock_goes_back(fleet: Fleet) -> None:
+    """A reader ignores a document older than the newest it has: a server whose clock
+    stepped back (or a second server a little behind) must still publish a larger one."""
+    _, reader = await fleet.run("entrance_reader")
+    await wait_for_trust(reader)
+    first = reader.trust
+    assert first is not None
+    assert abs(first.version - datetime.now(UTC).timestamp() * 1000) < 600_000  # wall clock
+    clock = fleet.runtime.clock
+    clock.advance(timedelta(hours=-2))  # type: ignore[attr-defined]
+    try:
+        key = await resident_key(fleet)
+        revoked = await fleet.api.delete(
+            f"/v1/keys/{key['id']}", token=fleet.world.tokens["partner_admin"]
+        )
+        assert revoked.status_code == 204
+        await wait_for_trust(reader, lambda t: key["id"] in {str(k) for k in t.revoked_keys})
+    finally:
+        clock.advance(timedelta(hours=2))  # type: ignore[attr-defined]
+    assert reader.trust is not None
+    assert reader.trust.version > first.version
+
+
+async def test_a_reader_moved_off_its_entrance_stops_deciding_for_it(fleet: Fleet) -> None:
+    device, reader = await fleet.run("entrance_reader")
+    await wait_for_trust(reader)
+    owner = await resident_token(fleet.api, fleet.runtime, fleet.world, fleet.world.ids["person"])
+    issued = await fleet.api.post("/v1/me/credentials", token=owner, json={"per_entrance": 2})
+    tokens = [c["token"] for c in issued.json() if c["entrance_id"] == device["entrance_id"]]
+    assert reader.present(tokens[0]).granted
+    moved = await fleet.api.patch(
+        f"/v1/devices/{device['id']}",
+        token=fleet.world.tokens["partner_admin"],
+        json={"entrance_id": None},
+    )
+    assert moved.status_code == 200, moved.text
+    await wait_for_trust(reader, lambda t: t.entrance_id is None)
+    assert reader.trust is not None
+    assert reader.trust.keys == []
+    refused = reader.present(tokens[1])
+    assert (refused.granted, refused.reason) == (False, "no_trust")

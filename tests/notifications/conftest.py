@@ -16,6 +16,7 @@ from sesame.kit.db import write_intent
 from sesame.kit.egress import EgressPolicy
 from sesame.notifications.channels.email import EmailChannel
 from sesame.notifications.channels.fcm import FcmChannel
+from sesame.notifications.channels.sms import SmsChannel
 from sesame.notifications.channels.webhook import WebhookChannel
 from sesame.notifications.channels.webpush import WebPushChannel
 from sesame.notifications.install import Notifier, load_vapid_key, vapid_key
@@ -53,6 +54,7 @@ class Providers:
                 host="127.0.0.1", port=self.smtp_port, sender="sesame@sesame.test", starttls=False
             ),
             "webhook": WebhookChannel(egress=runtime.egress),
+            "sms": SmsChannel(runtime.sms_sender),  # the test runtime's MemorySmsSender
         }
 
     def reset(self) -> None:

@@ -44,6 +44,7 @@ from tests.support import (
     make_world,
     platform_admin_token,
     run_cli,
+    sms_code,
 )
 
 SECRET_A = "the-first-master-secret-of-this-deployment-0123456789"
@@ -149,9 +150,7 @@ async def make_everything(served: Served, push: PushServiceStandin, sms: MemoryS
     person = (await api.get(f"/v1/people/{world.ids['person']}", token=token)).json()
     phone = str(person["phone"])
     assert (await api.post("/v1/auth/codes", json={"phone": phone})).status_code == 202
-    message = sms.last_to(phone)
-    assert message is not None
-    code = next(w for w in message.text.split() if w.isdigit() and len(w) == 6)
+    code = sms_code(sms, phone)
     return Made(
         world=world,
         admin=admin,

@@ -20,7 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
-from sesame.kit.errors import ErrorBody, FieldError, SesameError
+from sesame.kit.errors import ErrorBody, FieldError, SesameError, validation_message
 from sesame.kit.logging import get_logger
 
 log = get_logger("sesame.errors")
@@ -95,7 +95,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         errors.append(
             FieldError(
                 path=tuple(p if isinstance(p, int) else str(p) for p in location),
-                message=str(error.get("msg", "invalid")),
+                message=validation_message(error),
                 code=str(error.get("type", "invalid")),
             ).as_dict()
         )

@@ -144,6 +144,17 @@ class OtpRepository:
         result = await self.session.execute(select(Person.id).where(Person.phone == phone))
         return result.scalars().all()
 
+    async def locale_for_phone(self, phone: str) -> str | None:
+        """The locale of the person with this phone (the most recently updated, should
+        several partners know it); None for a phone no one has."""
+        result = await self.session.execute(
+            select(Person.locale)
+            .where(Person.phone == phone)
+            .order_by(Person.updated_at.desc(), Person.id)
+            .limit(1)
+        )
+        return result.scalar_one_or_none()
+
 
 class RateLimitRepository:
     def __init__(self, session: AsyncSession) -> None:

@@ -50,6 +50,7 @@ from sesame.kit.ids import new_id
 from sesame.kit.logging import get_logger
 from sesame.kit.security import digest, new_token
 from sesame.models import ApiKey, AuthSession, OtpChallenge, RefreshToken, SubjectKind
+from sesame.notifications import catalog
 from sesame.runtime import Runtime
 from sesame.settings import Settings
 from sesame.staff.repository import StaffRepository
@@ -358,9 +359,10 @@ async def request_code(
             attempts=0,
         )
     )
-    if await OtpRepository(session).person_ids_for_phone(phone):
+    locale = await OtpRepository(session).locale_for_phone(phone)
+    if locale is not None:
         minutes = max(1, settings.otp_ttl_seconds // 60)
-        text = f"[Sesame] 인증번호 {code} ({minutes}분 안에 입력) / code {code}"
+        text = catalog.sms_text("sign_in.code", locale, {"code": code, "minutes": minutes})
 
         async def send() -> None:
             await runtime.sms_sender.send(phone, text)

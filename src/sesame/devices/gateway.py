@@ -318,7 +318,9 @@ class Gateway:
             self._heard.add(device_id)
             await self.engine.on_result(device_id, message)
         elif isinstance(message, protocol.DeviceEvent):
-            refusal = protocol.occurred_at_refusal(message.occurred_at, self.runtime.clock.now())
+            refusal = protocol.occurred_at_refusal(
+                message.occurred_at, self.runtime.clock.now()
+            ) or protocol.access_method_refusal(message)
             if refusal is not None:
                 await self._refuse_event(device_id, message.event_id, refusal)
             else:

@@ -17,6 +17,7 @@ LOW_BATTERY = "low_battery"
 FLAKY_CONNECTION = "flaky_connection"
 DEVICE_DECOMMISSIONED = "device_decommissioned"
 UNEXPECTED_RESULT = "unexpected_result"
+EVENTS_DROPPED = "events_dropped"
 REMEMBERED_UNEXPECTED = 20
 
 LOW_BATTERY_PCT = 20
@@ -88,7 +89,8 @@ def _judge_flakiness(device: Device, now: datetime) -> None:
 
 
 def reported(device: Device, state: ReportedState, now: datetime) -> None:
-    """Merge a state report; raises or clears the low-battery warning."""
+    """Merge a state report; raises or clears the low-battery and dropped-events
+    warnings."""
     merged = dict(device.reported_state or {})
     merged.update(state.model_dump(mode="json", exclude_none=True, exclude={"v"}))
     device.reported_state = merged
@@ -100,6 +102,19 @@ def reported(device: Device, state: ReportedState, now: datetime) -> None:
             _set(device, "warnings", LOW_BATTERY, f"battery at {state.battery_pct}%", now)
         else:
             _clear(device, "warnings", LOW_BATTERY)
+    dropped = state.extra.get(EVENTS_DROPPED)
+    if isinstance(dropped, int) and not isinstance(dropped, bool):
+        # A device short of memory dropped events it could not keep until acknowledged:
+        # how many since it booted. Zero (a new boot) clears the warning.
+        _clear(device, "warnings", EVENTS_DROPPED)
+        if dropped > 0:
+            _set(
+                device,
+                "warnings",
+                EVENTS_DROPPED,
+                f"{dropped} events dropped before they were acknowledged",
+                now,
+            )
 
 
 def clock_checked(device: Device, offset_ms: int, threshold_ms: int, now: datetime) -> bool:

@@ -240,6 +240,7 @@ class EventType(enum.StrEnum):
     UNLOCKED = "unlocked"
     ELEVATOR_ARRIVED = "elevator_arrived"
     REBOOTED = "rebooted"
+    PIN_CHANGED = "pin_changed"
 
 
 class DeviceEvent(Message):
@@ -269,6 +270,34 @@ EVENT_ACK_TIMEOUT_SECONDS = 10
 class RefusalReason(enum.StrEnum):
     INVALID = "invalid"  # not a valid DeviceEvent (its data too large, say)
     OCCURRED_AT_OUT_OF_RANGE = "occurred_at_out_of_range"
+    UNKNOWN_ACCESS_METHOD = "unknown_access_method"  # an access decision without a known method
+
+
+class AccessMethod(enum.StrEnum):
+    """How a door was opened or refused: the ``method`` of ``access_granted`` and
+    ``access_denied`` data. An access event without one of these is refused."""
+
+    MOBILE_CREDENTIAL = "mobile_credential"  # a phone's token (section 10)
+    QR = "qr"  # a scanned guest pass (section 10)
+    PIN = "pin"  # a code typed at a lock's keypad (section 11)
+    CARD = "card"  # a card the device itself knows
+    REMOTE = "remote"  # released by a command (`open`, `unlock`)
+    MANUAL = "manual"  # released by hand at the device: an exit button, a concierge's switch
+
+
+ACCESS_EVENT_TYPES = frozenset({"access_granted", "access_denied"})
+_ACCESS_METHODS = frozenset(method.value for method in AccessMethod)
+
+
+def access_method_refusal(event: DeviceEvent) -> RefusalReason | None:
+    """Why an access event is refused, if it is: its ``method`` is not one of
+    ``AccessMethod`` (the platform does not guess how a door was opened)."""
+    if event.type not in ACCESS_EVENT_TYPES:
+        return None
+    method = event.data.get("method")
+    if isinstance(method, str) and method in _ACCESS_METHODS:
+        return None
+    return RefusalReason.UNKNOWN_ACCESS_METHOD
 
 
 class EventRefusal(BaseModel):
@@ -318,9 +347,14 @@ class ReportedState(Message):
     bolt: BoltState | None = None
     relay_on: bool | None = None
     clock_offset_ms: int | None = Field(
-        default=None, description="The device's last measured offset from server time."
+        default=None,
+        description="The device's last measured offset: its clock minus the server's, in ms.",
     )
-    extra: Data = Field(default_factory=dict)
+    extra: Data = Field(
+        default_factory=dict,
+        description="Anything else, kept as it is. Named keys: `events_dropped` (events"
+        " dropped unacknowledged since boot), `pin_constraints` (a lock's code rules).",
+    )
 
 
 class Presence(Message):
@@ -364,8 +398,10 @@ class TimeRequest(Message):
 class TimeResponse(Message):
     """Gateway → device on ``time/response``: the server's receive and send times.
 
-    With ``t4_ms``, its own clock when the response arrives, the device computes its
-    offset ``((t2 - t1) + (t3 - t4)) / 2`` and the round trip ``(t4 - t1) - (t3 - t2)``.
+    With ``t4_ms``, its own clock when the response arrives, the device reports all four
+    on ``time/report``. Its offset is ``((t1 - t2) + (t4 - t3)) / 2``, its clock minus the
+    server's (positive: it runs ahead), and the round trip ``(t4 - t1) - (t3 - t2)``. A
+    device never steps its clock from this: the server corrects it with ``sync_clock``.
     """
 
     request_id: UUID
@@ -412,7 +448,11 @@ class TrustDocument(Message):
 
     version: int = Field(description="Increases with every change (Unix milliseconds).")
     site_id: UUID
-    entrance_id: UUID | None = Field(description="The entrance this device guards.")
+    entrance_id: UUID | None = Field(
+        default=None,
+        description="The entrance this device guards. Absent (or null) for a reader bound to"
+        " none: it then holds no keys and refuses every credential (`no_trust`).",
+    )
     keys: list[TrustedKey]
     revoked_keys: list[UUID] = Field(
         default_factory=list,

@@ -1,7 +1,8 @@
 """The generated part of ``docs/protocol.md``: message schemas and actions per device kind.
 
-``sesame protocol docs`` rewrites the section between the markers; a test fails when the
-document and the code disagree, so the document can be trusted by a device maker.
+``sesame protocol docs`` rewrites the section between the markers, and the readers' test
+vectors (``docs/test-vectors/credentials.json``, ``sesame.keys.vectors``); a test fails
+when the document or the vectors and the code disagree, so a device maker can trust both.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def render() -> str:
         "### Actions by device kind",
         "",
         "The `action` and `params` of a `Command`, by the kind the device was "
-        "provisioned as. Every kind also answers `ping` (no params).",
+        "provisioned as. Every kind also answers `ping` (no params; section 4).",
         "",
     ]
     for kind in DeviceKind:
@@ -90,18 +91,29 @@ def render() -> str:
     return "\n".join(parts)
 
 
+def _vectors_directory(path: Path) -> Path:
+    """The readers' test vectors live next to the protocol document."""
+    return path.parent / "test-vectors"
+
+
 def update(path: Path) -> bool:
-    """Rewrite the generated section of ``path``; True if it changed."""
+    """Rewrite the generated section of ``path`` and the readers' test vectors beside
+    it; True if either changed."""
+    from sesame.keys import vectors  # keys builds on devices: imported only here
+
     text = path.read_text()
     start, end = text.index(BEGIN), text.index(END) + len(END)
     updated = text[:start] + render() + text[end:]
+    changed = vectors.update(_vectors_directory(path))
     if updated == text:
-        return False
+        return changed
     path.write_text(updated)
     return True
 
 
 def is_current(path: Path) -> bool:
+    from sesame.keys import vectors
+
     text = path.read_text()
     start, end = text.index(BEGIN), text.index(END) + len(END)
-    return text[start:end] == render()
+    return text[start:end] == render() and vectors.is_current(_vectors_directory(path))

@@ -41,7 +41,15 @@ from sesame.kit.errors import (
 from sesame.kit.ids import parse_id
 from sesame.kit.logging import get_logger
 from sesame.kit.security import equal, new_token
-from sesame.models import ActionAttempt, Device, DeviceEventRecord, DeviceStatus
+from sesame.models import (
+    AccessEvent,
+    AccessMethod,
+    AccessResult,
+    ActionAttempt,
+    Device,
+    DeviceEventRecord,
+    DeviceStatus,
+)
 from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime
 from sesame.sites.repository import EntranceRepository, SiteRepository, UnitRepository
@@ -112,8 +120,19 @@ class DeviceService(CrudService[Device]):
     async def apply(self, obj: Device, changes: dict[str, Any]) -> None:
         if obj.status is DeviceStatus.DECOMMISSIONED:
             raise Conflict("the device is decommissioned")
+        moved = "entrance_id" in changes and changes["entrance_id"] != obj.entrance_id
         await super().apply(obj, changes)
         await self._check_placement(obj)
+        if moved:
+            # What the device decides on follows it: its trust names its new entrance (or
+            # none), as on a connection, once the move is committed.
+            hooks, device_id = self.runtime.device_hooks, obj.id
+
+            async def rebound() -> None:
+                for hook in hooks.online:
+                    await hook(device_id)
+
+            after_commit(self.session, rebound)
 
     async def delete(self, object_id: UUID) -> None:
         """Decommission: the row stays (its attempts and events refer to it), credentials go."""
@@ -192,16 +211,34 @@ class DeviceService(CrudService[Device]):
             if (request.duration_s is not None and action == "open")
             else {}
         )
-        return await engine_of(self.runtime).submit(
+        requested_by = self.principal.reference()
+        attempt, command = await engine_of(self.runtime).submit(
             self.session,
             device,
             action,
             params,
             ttl_seconds=request.ttl_seconds,
-            requested_by=self.principal.reference(),
+            requested_by=requested_by,
             locked=True,
             unfinished=unfinished,
         )
+        # In the site's access log like a resident's open: who asked (staff, API key),
+        # which door, which attempt carried it. Written with the attempt, or not at all.
+        self.session.add(
+            AccessEvent(
+                partner_id=device.partner_id,
+                site_id=device.site_id,
+                at=self.runtime.clock.now(),
+                result=AccessResult.GRANTED,
+                method=AccessMethod.REMOTE,
+                entrance_id=entrance_id,
+                device_id=device.id,
+                action_attempt_id=attempt.id,
+                data={"requested_by": requested_by},
+            )
+        )
+        await self.session.flush()
+        return attempt, command
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ number of uses, and stays the same for the pass's life (the same ``jti``).
 from __future__ import annotations
 
 import io
-import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,6 +45,7 @@ from sesame.kit.security import b64url
 from sesame.models import Key, KeyStatus, Site, SiteSigningKey
 from sesame.outbox import repository as outbox
 from sesame.runtime import Runtime
+from sesame.sites.repository import SiteRepository
 
 TOKEN_TYPE = "sesame-access+jwt"  # noqa: S105 - a media type, not a secret
 MOBILE_LIFETIME = timedelta(hours=24)
@@ -263,7 +263,7 @@ async def trust_documents(
         BLOCK_LIST_OVERFLOW.inc()
         log.error("trust_block_list_over_limit", site_id=str(site.id), limit=limit)
         blocked = blocked[:limit]
-    version = int(time.time() * 1000)
+    version = await trust_version(session, runtime, site.id)
     return [
         protocol.TrustDocument(
             version=version,
@@ -274,6 +274,13 @@ async def trust_documents(
         )
         for entrance_id in entrance_ids
     ]
+
+
+async def trust_version(session: AsyncSession, runtime: Runtime, site_id: UUID) -> int:
+    """The next trust document version of a site: it follows the wall clock (Unix ms)
+    but never goes back, even when a server's clock does (``Site.trust_version``)."""
+    floor = int(runtime.clock.now().timestamp() * 1000)
+    return await SiteRepository(session).next_trust_version(site_id, floor)
 
 
 def public_key_from(x: str) -> Ed25519PublicKey:

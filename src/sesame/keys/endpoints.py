@@ -98,6 +98,28 @@ async def key_pass(
 _IMAGE = {"schema": {"type": "string", "format": "binary"}}
 
 
+@keys_router.post(
+    "/{object_id}/credentials",
+    response_model=list[Credential],
+    operation_id="issue_key_credentials",
+)
+async def key_credentials(
+    object_id: UUID,
+    session: DbSession,
+    principal: CurrentPrincipal,
+    runtime: AppRuntime,
+    body: CredentialRequest | None = None,
+) -> Any:
+    """Signed single-use credentials of one key, as JSON, for each entrance it opens: what
+    the holder's phone would get, for a partner to test a reader with (a key given to a
+    test person). A key that opens nothing now (revoked, expired, suspended) has none."""
+    principal.require(Group.KEYS, Action.WRITE)
+    key = await KeyService(session, principal, runtime).get(object_id)
+    return await resident.credentials_of_key(
+        session, runtime, key, (body or CredentialRequest()).per_entrance
+    )
+
+
 passes_router = APIRouter(prefix=f"{API_PREFIX}/passes", tags=["passes"], route_class=SesameRoute)
 
 

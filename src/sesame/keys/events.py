@@ -36,10 +36,9 @@ def _uuid(value: Any) -> UUID | None:
 
 
 def _method(value: Any) -> AccessMethod:
-    try:
-        return AccessMethod(value)
-    except ValueError:
-        return AccessMethod.MANUAL
+    # The gateway refuses an access event whose method is not documented
+    # (``protocol.access_method_refusal``): every stored one names a known method.
+    return AccessMethod(value)
 
 
 async def on_events(session: AsyncSession, rows: Sequence[Any]) -> None:
@@ -49,7 +48,7 @@ async def on_events(session: AsyncSession, rows: Sequence[Any]) -> None:
     entries = []
     messages = []
     for row in rows:
-        if row.type == "pin_changed":
+        if row.type == EventType.PIN_CHANGED.value:
             await pins.on_keypad_change(session, row)
             continue
         result = ACCESS_TYPES.get(row.type)

@@ -43,6 +43,7 @@ from sesame.keys.service import (
     key_message,
     place_of,
     places_of,
+    refuse_past_end,
     revoke,
 )
 from sesame.kit.errors import Conflict, FieldError, Forbidden, NotFound, SesameError
@@ -249,6 +250,7 @@ async def share(
         raise SharingNotAllowed("only a resident key can be shared")
     if parent.status not in (KeyStatus.ACTIVE, KeyStatus.SCHEDULED):
         raise SharingNotAllowed(f"the key is {parent.status.value}")
+    refuse_past_end(request.ends_at, now)
     site = await _site(session, parent.site_id)
     household = (
         await HouseholdRepository(session).get(PLATFORM, parent.household_id)
@@ -352,8 +354,7 @@ async def guest_pass(
     ]
     if not hosts:
         raise Forbidden("your keys do not open this entrance")
-    if request.guest_phone is None:
-        raise Forbidden("a guest pass needs the guest's phone")
+    refuse_past_end(request.ends_at, now)
     starts = request.starts_at or now
     ends = request.ends_at or starts + timedelta(hours=24)
     wanted = request.schedule.model_dump() if request.schedule else None
@@ -445,6 +446,27 @@ async def mobile_credentials(
             messages.append(message)
     await outbox.append(session, messages)
     return issued
+
+
+async def credentials_of_key(
+    session: AsyncSession, runtime: Runtime, key: Key, per_entrance: int
+) -> list[dict[str, Any]]:
+    """Single-use tokens of one key (staff or a partner asking), as its holder gets them."""
+    now = runtime.clock.now()
+    locked = await KeyRepository(session).by_id(key.id, lock=True)
+    if (
+        locked is None
+        or locked.status not in (KeyStatus.ACTIVE, KeyStatus.SCHEDULED)
+        or (locked.ends_at is not None and locked.ends_at <= now)
+    ):
+        return []
+    site = await _site(session, locked.site_id)
+    tokens = await credentials.mobile_credentials(
+        session, runtime, locked, site, await places_of(session, locked), per_entrance=per_entrance
+    )
+    if tokens:
+        await outbox.append(session, [credentials.issued_message(locked, tokens)])
+    return [{"key_id": locked.id, **token} for token in tokens]
 
 
 async def my_keys(session: AsyncSession, principal: Principal) -> list[Key]:

@@ -143,7 +143,7 @@ class ShareRequest(Window):
 class GuestPassRequest(Window):
     entrance_id: UUID = Field(description="The entrance the pass opens.")
     guest_name: Name
-    guest_phone: Phone | None = None
+    guest_phone: Phone = Field(description="The guest's phone: the pass is theirs.")
     max_uses: int = Field(1, ge=1, le=100)
     key_name: Name | None = Field(
         None, description="What to call the pass; staff see it. By default 'Guest pass'."

@@ -65,6 +65,16 @@ def key_message(topic: str, key: Key, **extra: Any) -> dict[str, Any]:
     )
 
 
+def refuse_past_end(ends_at: datetime | None, now: datetime) -> None:
+    """A key, share or pass that would be over before it is issued is a mistake to
+    report, not an expired key to store."""
+    if ends_at is not None and ends_at <= now:
+        raise ValidationFailed(
+            "ends_at is already past",
+            errors=[FieldError(("body", "ends_at"), "already past", "in_the_past")],
+        )
+
+
 def initial_status(key: Key, now: datetime) -> KeyStatus:
     key.status = KeyStatus.ACTIVE
     return effective_status(key, now)
@@ -200,6 +210,7 @@ class KeyService(CrudService[Key]):
         )
         if person is None:
             raise NotFound(f"person {data.person_id} not found")
+        refuse_past_end(data.ends_at, self.runtime.clock.now())
         key = Key(
             person_id=person.id,
             kind=data.kind,

@@ -23,6 +23,20 @@ class FieldError:
         return {"path": list(self.path), "message": self.message, "code": self.code}
 
 
+# Pydantic prefixes the message of an error a validator raised with its class: the
+# reader of an API answer wants the message alone.
+_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def validation_message(error: Any) -> str:
+    """The message of one pydantic error (``ValidationError.errors()``), unprefixed."""
+    message = str(error.get("msg", "invalid"))
+    for prefix in _PYDANTIC_PREFIXES:
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message
+
+
 class SesameError(Exception):
     status: ClassVar[int] = 400
     type: ClassVar[str] = "bad_request"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from uuid import UUID
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sesame.models.base import Base, IdMixin, TimestampMixin
@@ -38,6 +38,10 @@ class Site(IdMixin, TimestampMixin, Base):
     # (household) keys a unit may have at once.
     sharing_roles: Mapped[list[str]] = mapped_column(default=lambda: ["owner", "tenant"])
     max_shared_keys_per_unit: Mapped[int] = mapped_column(default=4)
+    # The last trust document's ``version``: each next one is the wall clock in Unix
+    # milliseconds or this plus one, whichever is larger, so versions only ever grow,
+    # whatever a server's clock does.
+    trust_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Building(IdMixin, TimestampMixin, Base):

@@ -35,6 +35,7 @@ CATEGORIES = {
         Category("operations", True, "Platform alerts: error rates, relay lag."),
         Category("announcements", False, "Messages from your building's management."),
         Category("confirmation", True, "The code that confirms an address you registered."),
+        Category("invitation", True, "You were added as a resident: how to sign in (SMS)."),
     )
 }
 
@@ -100,9 +101,30 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
             "notifications here. If you did not ask for this, ignore this message.",
         ),
     },
+    "resident.invited": {
+        "ko": (
+            "Sesame 초대",
+            "[Sesame] {site} 입주민으로 등록되었습니다. Sesame 앱에 이 전화번호를 입력하고 "
+            "문자로 받은 인증번호를 넣으면 로그인됩니다.",
+        ),
+        "en": (
+            "Sesame invitation",
+            "[Sesame] You were added as a resident of {site}. To sign in, enter this phone "
+            "number in the Sesame app, then the code we text you.",
+        ),
+    },
     "ops.alert": {
         "ko": ("운영 경보: {name}", "{message}"),
         "en": ("Operations alert: {name}", "{message}"),
+    },
+}
+
+
+# Text messages sent straight to a person's phone: template -> locale -> text.
+SMS: dict[str, dict[str, str]] = {
+    "sign_in.code": {
+        "ko": "[Sesame] 인증번호 {code} ({minutes}분 안에 입력하세요)",
+        "en": "[Sesame] Your sign-in code is {code} (enter it within {minutes} min)",
     },
 }
 
@@ -131,3 +153,8 @@ def campaign_text(content: dict[str, Any], locale: str) -> tuple[str, str]:
     """A campaign's title and body in the recipient's language, else in the first given."""
     chosen = content.get(locale_of(locale)) or next(iter(content.values()))
     return str(chosen["title"]), str(chosen["body"])
+
+
+def sms_text(template: str, locale: str | None, fields: dict[str, Any]) -> str:
+    """A text message in the person's language (the default one for a locale we lack)."""
+    return _FORMATTER.format(SMS[template][locale_of(locale)], **fields)

@@ -17,6 +17,7 @@ from sesame.notifications.channels.base import Channel
 from sesame.notifications.channels.console import ConsoleChannel
 from sesame.notifications.channels.email import EmailChannel
 from sesame.notifications.channels.fcm import FcmChannel, load_service_account
+from sesame.notifications.channels.sms import SmsChannel
 from sesame.notifications.channels.webhook import WebhookChannel
 from sesame.notifications.channels.webpush import WebPushChannel, vapid_key_from_secret
 from sesame.notifications.router import run_router
@@ -72,6 +73,7 @@ def build_channels(runtime: Runtime) -> dict[str, Channel]:
             egress=runtime.egress,
         ),
         "webhook": WebhookChannel(timeout_seconds=timeout, egress=runtime.egress),
+        "sms": SmsChannel(runtime.sms_sender),
     }
     if settings.notify_fcm_service_account is not None:
         channels["fcm"] = FcmChannel(

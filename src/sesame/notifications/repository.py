@@ -544,6 +544,7 @@ CLAIMED = (
     "attempts",
     "created_at",
     "destination_id",
+    "person_id",
     "staff_id",
     "webhook_endpoint_id",
 )
@@ -551,7 +552,8 @@ CLAIMED = (
 
 def _with_destinations(source: Any, columns: Any) -> Any:
     """Claimed deliveries with where each goes: a destination's address and keys, a staff
-    member's account address, a webhook endpoint's URL and sealed secrets."""
+    member's account address, a person's phone (SMS), a webhook endpoint's URL and
+    sealed secrets."""
     return (
         select(
             *(columns[name] for name in CLAIMED),
@@ -560,6 +562,7 @@ def _with_destinations(source: Any, columns: Any) -> Any:
             Destination.active.label("destination_active"),
             Destination.deactivated_reason.label("destination_reason"),
             StaffAccount.email.label("staff_email"),
+            Person.phone.label("person_phone"),
             WebhookEndpoint.url,
             WebhookEndpoint.sealed_secret,
             WebhookEndpoint.sealed_previous_secret,
@@ -569,6 +572,7 @@ def _with_destinations(source: Any, columns: Any) -> Any:
         .select_from(source)
         .outerjoin(Destination, Destination.id == columns.destination_id)
         .outerjoin(StaffAccount, StaffAccount.id == columns.staff_id)
+        .outerjoin(Person, (Person.id == columns.person_id) & (columns.channel == "sms"))
         .outerjoin(WebhookEndpoint, WebhookEndpoint.id == columns.webhook_endpoint_id)
     )
 

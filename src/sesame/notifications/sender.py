@@ -227,6 +227,10 @@ class Sender:
             if not row.destination_active and not confirmation.awaits_confirmation(row):
                 return None
             address, keys = row.address, dict(row.keys or {})
+        elif row.channel == "sms":
+            if not row.person_phone:
+                return None
+            address = row.person_phone
         elif row.staff_email:
             address = row.staff_email
         else:

@@ -9,6 +9,7 @@
 | `device.offline` (debounced: `outages`), low battery, clock drift | site managers | devices |
 | `device.unexpected_result` (a result of no command sent) | the site's managers | security |
 | `ops.alert` | platform administrators (and the platform's webhooks) | operations (critical) |
+| `person.invited` (a resident added) | the resident, by SMS | invitation (critical) |
 
 Besides, every event of a partner goes to the partner's webhook endpoints whose filter
 takes its topic. Each delivery's transaction id is derived from the outbox id and the
@@ -38,6 +39,9 @@ class Intent:
     fields: dict[str, Any]
     data: dict[str, str] = field(default_factory=dict)
     site_id: UUID | None = None
+    # Sent by SMS to the person's own phone, not to their registered destinations (a
+    # person just added has none).
+    by_sms: bool = False
 
 
 async def intents_for(repository: NotificationRepository, row: Any, today: Any) -> list[Intent]:
@@ -81,6 +85,20 @@ async def intents_for(repository: NotificationRepository, row: Any, today: Any) 
         return [
             Intent(
                 people, "guest_pass.used", "guest_passes", fields, _ids(payload, "key"), key.site_id
+            )
+        ]
+    if topic == "person.invited" and row.aggregate_id is not None:
+        site_id = _uuid(payload, "site_id")
+        site = await repository.site_name(site_id) if site_id else ""
+        return [
+            Intent(
+                await repository.people([row.aggregate_id]),
+                "resident.invited",
+                "invitation",
+                {"site": site},
+                {"person_id": str(row.aggregate_id)},
+                site_id,
+                by_sms=True,
             )
         ]
     if topic == "ops.alert":
@@ -181,7 +199,9 @@ async def deliveries_for(
         places: list[tuple[str, UUID | None]] = [
             (str(d.kind), d.id) for d in destinations.get(recipient.id, [])
         ]
-        if recipient.email and not any(kind == "email" for kind, _ in places):
+        if intent.by_sms:
+            places = [("sms", None)] if recipient.kind == "person" else []
+        elif recipient.email and not any(kind == "email" for kind, _ in places):
             places.append(("email", None))  # a staff member's account address
         for channel, destination_id in places:
             if channels is not None and channel not in channels:

@@ -17,7 +17,8 @@ from sesame.auth.principal import Group
 from sesame.keys import lifecycle
 from sesame.kit.errors import FieldError, NotFound, ValidationFailed
 from sesame.kit.repository import TenantScope
-from sesame.models import Household, Person
+from sesame.models import Household, Person, PersonKind
+from sesame.outbox import repository as outbox
 from sesame.people.repository import HouseholdRepository, PersonRepository
 from sesame.people.schemas import HouseholdCreate, PersonCreate
 from sesame.sites.repository import SiteRepository, UnitRepository
@@ -39,6 +40,25 @@ class PersonService(CrudService[Person]):
             kind=data.kind,
         )
         await self._check_site(person)
+        return person
+
+    async def create(self, data: Any) -> Person:
+        """A resident added is invited: an SMS in their language says how to sign in,
+        sent from the outbox after the commit (``person.invited``; never the phone)."""
+        person = await super().create(data)
+        if person.kind is PersonKind.RESIDENT:
+            await outbox.append(
+                self.session,
+                [
+                    outbox.message(
+                        "person.invited",
+                        partner_id=person.partner_id,
+                        aggregate_id=person.id,
+                        person_id=person.id,
+                        site_id=person.site_id,
+                    )
+                ],
+            )
         return person
 
     async def apply(self, obj: Person, changes: dict[str, Any]) -> None:

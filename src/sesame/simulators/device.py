@@ -289,7 +289,8 @@ class SimulatedDevice:
             self.on_trust(message)
         elif isinstance(message, protocol.TimeResponse):
             t4 = int(self.clock.now().timestamp() * 1000)
-            offset = ((message.t2_ms - message.t1_ms) + (message.t3_ms - t4)) / 2
+            # Its clock minus the server's, as the server computes it (section 7).
+            offset = ((message.t1_ms - message.t2_ms) + (t4 - message.t3_ms)) / 2
             self.time_offsets_ms.append(offset)
             self._publish(
                 protocol.Channel.TIME_REPORT,

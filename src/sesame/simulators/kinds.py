@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from sesame.devices import protocol
-from sesame.keys.reader import Decision, Reader, ReaderTrust
+from sesame.keys.reader import Decision, Reader
 from sesame.kit.logging import get_logger
 from sesame.models import DeviceKind
 from sesame.simulators.device import Relay, SimulatedDevice
@@ -29,19 +29,14 @@ class EntranceReaderSim(SimulatedDevice):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.relay = Relay()
-        self._reader: Reader | None = None
+        self._reader = Reader()  # no trust yet: it refuses everything
 
     def on_trust(self, document: protocol.TrustDocument) -> None:
         super().on_trust(document)
-        if self._reader is None:
-            self._reader = Reader(ReaderTrust.of(document))
-        else:
-            self._reader.update(document)
+        self._reader.update(document)
 
     def present(self, token: str, *, method: str = "mobile_credential") -> Decision:
         """A phone or a QR code is held to the reader: decide alone, log it, open or not."""
-        if self._reader is None:
-            return Decision(False, "no_trust")
         decision = self._reader.decide(token, self.clock.now().timestamp())
         claims = decision.claims
         data = {

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, case, update
 
 from sesame.kit.repository import CrudRepository
 from sesame.models import Building, Entrance, Site, Unit
@@ -26,6 +27,21 @@ class SiteRepository(CrudRepository[Site]):
         if query.q:
             clauses.append(Site.name.icontains(query.q, autoescape=True))
         return clauses
+
+    async def next_trust_version(self, site_id: UUID, floor: int) -> int:
+        """The site's next trust document version: ``floor`` (the wall clock) or one more
+        than the last, whichever is larger; the row lock orders concurrent publishers."""
+        following = Site.trust_version + 1
+        result = await self.session.execute(
+            update(Site)
+            .where(Site.id == site_id)
+            .values(
+                trust_version=case((following > floor, following), else_=floor),
+                updated_at=Site.updated_at,  # not a change of the site's own record
+            )
+            .returning(Site.trust_version)
+        )
+        return int(result.scalar_one())
 
 
 class BuildingRepository(CrudRepository[Building]):

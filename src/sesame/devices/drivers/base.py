@@ -19,7 +19,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sesame.devices.protocol import Command, CommandResult, Outcome
-from sesame.kit.errors import FieldError, ValidationFailed
+from sesame.kit.errors import FieldError, ValidationFailed, validation_message
 from sesame.models import AttemptStatus, DeviceKind
 
 
@@ -90,7 +90,9 @@ class DeviceDriver:
             raise ValidationFailed(
                 "invalid params",
                 errors=[
-                    FieldError(("body", "params", *map(str, e["loc"])), e["msg"], e["type"])
+                    FieldError(
+                        ("body", "params", *map(str, e["loc"])), validation_message(e), e["type"]
+                    )
                     for e in exc.errors()
                 ],
             ) from exc
