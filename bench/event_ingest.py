@@ -7,8 +7,9 @@ events per second end up stored (counted in the database) over a steady window. 
 same run, the ceiling: the raw batched-insert rate of the same database for the same rows
 (SQLAlchemy Core, 500 rows per statement, no gateway, no MQTT, no acknowledgements).
 
-Last line: one JSON object with ``sqlite_events_per_s``, ``postgres_events_per_s`` and
-their ceilings.
+Last line: one JSON object with ``sqlite_events_per_s``, ``postgres_events_per_s``, their
+ceilings, and the server's CPU time per event stored over the same window
+(``*_server_cpu_us_per_event``: on a shared machine, steadier than the rates).
 
 Usage: ``python bench/event_ingest.py [--seconds 15] [--offered 9000]``
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import record, run, stack, step
+from harness import cpu_seconds, record, run, stack, step
 from sesame.kit.db import create_engine
 from sesame.kit.ids import new_id
 
@@ -155,10 +156,12 @@ def measure(database: str, seconds: float, offered: float) -> dict[str, float]:
             done.get(timeout=60)
         time.sleep(3.0)  # past the start-up transient
         first = asyncio.run(_count(running.database_url))
+        cpu_started = cpu_seconds(running.server_pid)
         started = time.monotonic()
         time.sleep(seconds)
         stored = asyncio.run(_count(running.database_url)) - first
         rate = stored / (time.monotonic() - started)
+        cpu = cpu_seconds(running.server_pid) - cpu_started
         reports = [done.get(timeout=120) for _ in loads]
         for load in loads:
             load.join(timeout=30)
@@ -172,10 +175,12 @@ def measure(database: str, seconds: float, offered: float) -> dict[str, float]:
     print(
         f"{label}: {rate:.0f} events/s stored (offered {offered:.0f}/s, {sent} sent, "
         f"{sum(r['acked'] for r in reports)} acknowledged); raw batched insert "
-        f"{ceiling:.0f} rows/s",
+        f"{ceiling:.0f} rows/s; the server used {cpu:.1f} s of CPU "
+        f"({1e6 * cpu / max(stored, 1):.0f} µs per event stored)",
         flush=True,
     )
     return {
+        f"{label}_server_cpu_us_per_event": round(1e6 * cpu / max(stored, 1)),
         f"{label}_events_per_s": round(rate),
         f"{label}_insert_ceiling_per_s": round(ceiling),
         f"{label}_offered_per_s": round(offered),

@@ -178,9 +178,7 @@ async def test_nul_characters_are_refused_as_input_errors(api: Api, world: World
     assert login.status_code == 422
 
 
-async def test_an_unknown_query_parameter_is_refused_on_every_route(
-    api: Api, world: World
-) -> None:
+async def test_an_unknown_query_parameter_is_refused_on_every_route(api: Api, world: World) -> None:
     """Lists refuse a filter they do not have; so does every other route, rather than
     answering as if the parameter were not there."""
     token = world.tokens["partner_admin"]

@@ -153,7 +153,8 @@ async def test_every_post_declares_the_idempotency_key(api: Api, world: World) -
         assert header["required"] is False, path
     # What it documents is what the API accepts.
     [header] = [
-        p for p in schema["paths"]["/v1/sites"]["post"]["parameters"]
+        p
+        for p in schema["paths"]["/v1/sites"]["post"]["parameters"]
         if p["name"] == "Idempotency-Key"
     ]
     token = world.tokens["partner_admin"]

@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 
 from sesame.devices import health, protocol
-from sesame.models import Device, OutboxMessage
+from sesame.devices.ingest import Arrival, EventIngestor
+from sesame.models import Device, DeviceEventRecord, OutboxMessage
+from sesame.outbox import repository as outbox
 from sesame.simulators import Faults, SimulatedDevice
 from tests.device_fixtures import HEARTBEAT_TIMEOUT, Fleet
 from tests.support import eventually
@@ -179,3 +181,76 @@ async def test_a_time_request_is_answered(fleet: Fleet) -> None:
     # This device's clock is three seconds behind the server's: its offset, its clock
     # minus the server's, is about -3 s — the sign the server computes and documents.
     assert -3200 < sim.time_offsets_ms[0] < -2800
+
+
+async def test_a_batch_with_an_event_already_stored_stores_the_rest_and_acknowledges_all(
+    fleet: Fleet,
+) -> None:
+    """One statement stores a batch: a repeat of a stored event (or twice in the batch)
+    is skipped, the others stored each with its outbox message, and every one is
+    acknowledged."""
+    device = await fleet.provision("doorbell", entrance=None)
+    device_id = uuid.UUID(device["id"])
+    acked: list[uuid.UUID] = []
+
+    async def publish(topic: str, payload: bytes, qos: int) -> None:
+        acked.extend(protocol.EventsAck.model_validate_json(payload).event_ids)
+
+    ingestor = EventIngestor(fleet.runtime, publish)
+    now = fleet.runtime.clock.now()
+    first, second, third = (
+        protocol.DeviceEvent(
+            event_id=uuid.uuid4(),
+            type="door_opened",
+            occurred_at=now - timedelta(seconds=n),
+            data={"n": n, "nested": {"list": [1, "two"]}},
+        )
+        for n in range(3)
+    )
+    await ingestor.flush([Arrival(device_id, first)])
+    await ingestor.flush(
+        [Arrival(device_id, e) for e in (first, second, third, second)]  # first: stored
+    )
+    assert ingestor.stored == 3
+    assert acked == [first.event_id, first.event_id, second.event_id, third.event_id]
+    stored = await events_of(fleet, device["id"])
+    assert sorted(e["event_id"] for e in stored) == sorted(
+        str(e.event_id) for e in (first, second, third)
+    )
+    async with fleet.runtime.read_session_factory() as session:
+        messages = (
+            await session.execute(
+                select(OutboxMessage)
+                .where(
+                    OutboxMessage.topic == "device.event",
+                    OutboxMessage.aggregate_id == device_id,
+                )
+                .order_by(OutboxMessage.id)
+            )
+        ).scalars()
+        payloads = {m.payload["event_id"]: m.payload for m in messages}
+        records = {
+            r.event_id: r.id
+            for r in (
+                await session.execute(
+                    select(DeviceEventRecord).where(DeviceEventRecord.device_id == device_id)
+                )
+            ).scalars()
+        }
+    assert len(payloads) == 3
+    for event in (first, second, third):
+        expected = outbox.message(
+            "device.event",
+            partner_id=None,
+            aggregate_id=None,
+            device_id=device_id,
+            site_id=uuid.UUID(fleet.world.site_id),
+            event_id=event.event_id,
+            record_id=records[event.event_id],
+            type=event.type,
+            occurred_at=event.occurred_at,
+            data=event.data,
+        )["payload"]
+        actual = dict(payloads[str(event.event_id)])
+        actual.pop("actor")
+        assert actual == expected

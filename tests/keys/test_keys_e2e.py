@@ -409,8 +409,11 @@ async def _the_pass_is_a_link_its_issuer_and_staff_read(
     misspelt = await fleet.api.get(f"/v1/passes/{body['token']}", params={"image": "svg"})
     assert misspelt.status_code == 422, misspelt.text
     assert misspelt.json()["errors"] == [
-        {"path": ["query", "image"], "message": "Extra inputs are not permitted",
-         "code": "extra_forbidden"}
+        {
+            "path": ["query", "image"],
+            "message": "Extra inputs are not permitted",
+            "code": "extra_forbidden",
+        }
     ]
 
 

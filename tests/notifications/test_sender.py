@@ -6,12 +6,26 @@ shared by all of them."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
+from uuid import UUID
 
 import pytest
+from sqlalchemy import select
 
+from sesame.auth.sms import MemorySmsSender
+from sesame.kit.db import write_intent
 from sesame.kit.ids import new_id
+from sesame.models import (
+    Delivery,
+    DeliveryStatus,
+    Destination,
+    DestinationKind,
+    Person,
+    PersonKind,
+)
 from sesame.notifications.channels.base import (
     InFlight,
     Message,
@@ -19,8 +33,13 @@ from sesame.notifications.channels.base import (
     Result,
     send_bounded,
 )
+from sesame.notifications.repository import NotificationRepository
 from sesame.notifications.sender import WEBHOOK_SCHEDULE, Sender, retry_delay
-from sesame.runtime import Runtime
+from sesame.notifications.service import digest
+from sesame.notifications.triggers import delivery_row
+from sesame.runtime import Runtime, build_runtime
+from tests.conftest import test_settings
+from tests.support import served_world
 
 
 def test_webhooks_follow_the_schedule_then_give_up() -> None:
@@ -115,3 +134,114 @@ async def test_batches_sharing_a_bound_never_exceed_it_together() -> None:
     )
     assert [len(results) for results in done] == [20, 20]
     assert most == 4
+
+
+class _FailsOne:
+    """A push channel that refuses, for now, the message whose transaction id it is
+    told, and accepts the others."""
+
+    name = "fcm"
+
+    def __init__(self, failing: str) -> None:
+        self.failing = failing
+        self.batches: list[list[str]] = []
+
+    async def send_many(self, messages: Sequence[Message]) -> list[Result]:
+        self.batches.append([m.transaction_id for m in messages])
+        return [
+            Result(Outcome.RETRY, "UNAVAILABLE", "FCM answered 503")
+            if m.transaction_id == self.failing
+            else Result(Outcome.SENT, provider_id=f"p-{m.transaction_id}")
+            for m in messages
+        ]
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_failed_delivery_of_a_batch_is_retried_later_and_the_others_are_sent(
+    own_database_url: str,
+) -> None:
+    """One claim takes the batch, one channel call sends it, one statement records it: the
+    refused delivery waits for its backoff, the others are sent; nothing is claimed twice."""
+    runtime = build_runtime(
+        test_settings(own_database_url, ledger_enabled=False), sms_sender=MemorySmsSender()
+    )
+    try:
+        async with served_world(runtime, "10.9.3.1") as (_, world):
+            partner_id, site_id = UUID(world.partner_id), UUID(world.site_id)
+        now = runtime.clock.now()
+        person_id, destination_id = new_id(), new_id()
+        ids = [f"batch-{n}" for n in range(5)]
+        with write_intent():
+            async with runtime.session_factory() as session:
+                session.add(
+                    Person(
+                        id=person_id,
+                        partner_id=partner_id,
+                        site_id=site_id,
+                        phone="+821000000001",
+                        name="주민",
+                        locale="ko-KR",
+                        kind=PersonKind.RESIDENT,
+                    )
+                )
+                await session.flush()
+                session.add(
+                    Destination(
+                        id=destination_id,
+                        partner_id=partner_id,
+                        person_id=person_id,
+                        kind=DestinationKind.FCM,
+                        address="token-1",
+                        address_digest=digest("token-1"),
+                        install_id="install-1",
+                        keys={},
+                        active=True,
+                    )
+                )
+                await session.flush()
+                await NotificationRepository(session).add_deliveries(
+                    [
+                        delivery_row(
+                            transaction_id=tx,
+                            partner_id=partner_id,
+                            site_id=site_id,
+                            person_id=person_id,
+                            destination_id=destination_id,
+                            event_type="campaign",
+                            category="announcements",
+                            channel="fcm",
+                            locale="ko",
+                            title="t",
+                            body="b",
+                            data={},
+                            now=now,
+                        )
+                        for tx in ids
+                    ]
+                )
+                await session.commit()
+        channel = _FailsOne(ids[2])
+        sender = Sender(runtime, {"fcm": channel})
+        assert await sender.send_batch() == 5
+        assert await sender.send_batch() == 0  # the retry is not due yet
+        assert [sorted(batch) for batch in channel.batches] == [ids]
+        async with runtime.read_session_factory() as session:
+            rows = {
+                d.transaction_id: d
+                for d in (
+                    await session.execute(select(Delivery).where(Delivery.transaction_id.in_(ids)))
+                ).scalars()
+            }
+        assert {tx: rows[tx].status for tx in ids} == {
+            tx: DeliveryStatus.QUEUED if tx == ids[2] else DeliveryStatus.SENT for tx in ids
+        }
+        failed = rows[ids[2]]
+        assert failed.attempts == 1
+        assert failed.error_code == "UNAVAILABLE"
+        assert failed.leased_until is None
+        assert failed.next_attempt_at > now + timedelta(seconds=1)  # backed off
+        assert all(rows[tx].provider_id == f"p-{tx}" for tx in ids if tx != ids[2])
+    finally:
+        await runtime.close()

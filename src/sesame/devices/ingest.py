@@ -23,13 +23,14 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from cachetools import TTLCache
 from prometheus_client import Counter
 
 from sesame.devices import protocol
-from sesame.devices.repository import DeviceRepository, EventRepository
+from sesame.devices.repository import DeviceRepository, EventRepository, StoredEvent
 from sesame.kit.db import commit, write_intent
 from sesame.kit.ids import new_id
 from sesame.kit.logging import get_logger
@@ -39,6 +40,9 @@ from sesame.runtime import Runtime
 log = get_logger("sesame.ingest")
 
 Publish = Callable[[str, bytes, int], Awaitable[None]]
+
+# While a batch fills, the queue is looked at this often (not one wakeup per event).
+GATHER_SECONDS = 0.005
 
 SHED = Counter(
     "sesame_device_events_shed_total",
@@ -89,8 +93,23 @@ class EventIngestor:
     def forget(self, device_id: UUID) -> None:
         self._routing.pop(device_id, None)
 
+    @property
+    def full(self) -> bool:
+        return self._queue.full()
+
+    def shed(self) -> None:
+        """Count an event not taken (the queue is full); its device resends it later."""
+        SHED.inc()
+        if not self._shedding:  # once per overload, not once per event
+            log.warning("event_queue_full", queued=self._queue.qsize())
+            self._shedding = True
+
     async def submit(self, device_id: UUID, event: protocol.DeviceEvent) -> None:
         """Queue an event; a full queue sheds it (the device resends it later)."""
+        self.offer(device_id, event)
+
+    def offer(self, device_id: UUID, event: protocol.DeviceEvent) -> None:
+        """``submit`` without awaiting: what the gateway calls for each event."""
         key = (device_id, event.event_id)
         if key in self._queued:
             self.resends_absorbed += 1
@@ -98,10 +117,7 @@ class EventIngestor:
         try:
             self._queue.put_nowait(Arrival(device_id, event))
         except asyncio.QueueFull:
-            SHED.inc()
-            if not self._shedding:  # once per overload, not once per event
-                log.warning("event_queue_full", queued=self._queue.qsize())
-                self._shedding = True
+            self.shed()
             return
         self._queued.add(key)
         self._shedding = False
@@ -111,16 +127,13 @@ class EventIngestor:
         while True:
             batch = [await self._queue.get()]
             deadline = loop.time() + self.max_delay
-            while len(batch) < self.max_batch:
+            while True:  # gather more: what is queued now, then again every few ms
+                while len(batch) < self.max_batch and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if len(batch) >= self.max_batch or remaining <= 0:
                     break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+                await asyncio.sleep(min(remaining, GATHER_SECONDS))
             try:
                 await self.flush(batch)
             except Exception as exc:  # not acknowledged: the devices will send them again
@@ -162,24 +175,7 @@ class EventIngestor:
             with write_intent():
                 async with self.runtime.session_factory() as session:
                     new = await EventRepository(session).insert_new(rows)
-                    await outbox.append(
-                        session,
-                        [
-                            outbox.message(
-                                "device.event",
-                                partner_id=row.partner_id,
-                                aggregate_id=row.device_id,
-                                device_id=row.device_id,
-                                site_id=row.site_id,
-                                event_id=row.event_id,
-                                record_id=row.id,
-                                type=row.type,
-                                occurred_at=row.occurred_at,
-                                data=row.data,
-                            )
-                            for row in new
-                        ],
-                    )
+                    await outbox.append(session, [_event_message(row) for row in new])
                     await self.runtime.device_hooks.stored(session, new)
                     await commit(session)
             self.stored += len(new)
@@ -206,3 +202,22 @@ class EventIngestor:
                 self._routing[device_id] = route
             known.update(loaded)
         return known
+
+
+def _event_message(row: StoredEvent) -> dict[str, Any]:
+    """The ``device.event`` outbox message of a stored event: ``outbox.message``'s, built
+    directly (the values are already what JSON holds: ids, a time, the device's JSON)."""
+    return {
+        "topic": "device.event",
+        "partner_id": row.partner_id,
+        "aggregate_id": row.device_id,
+        "payload": {
+            "device_id": str(row.device_id),
+            "site_id": str(row.site_id),
+            "event_id": str(row.event_id),
+            "record_id": str(row.id),
+            "type": row.type,
+            "occurred_at": row.occurred_at.isoformat(),
+            "data": row.data,
+        },
+    }

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple, cast
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, Table, Uuid, column, func, select, text, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from sesame.kit.db import dialect_insert
+from sesame.kit.db import json_text
 from sesame.kit.repository import CrudRepository, TenantScope, tenant_clauses
 from sesame.models import (
     ActionAttempt,
@@ -271,25 +272,85 @@ class EventRepository(CrudRepository[DeviceEventRecord]):
             clauses.append(DeviceEventRecord.occurred_at >= query.since)
         return clauses
 
-    async def insert_new(self, rows: list[dict[str, Any]]) -> Sequence[Any]:
+    async def insert_new(self, rows: list[dict[str, Any]]) -> list[StoredEvent]:
         """Insert events; those already stored (same device and event id) are skipped.
-        Returns the rows that were new."""
+        Returns the rows that were new.
+
+        One statement per batch: on PostgreSQL an ``INSERT … SELECT FROM unnest(arrays)``
+        (a column per parameter, encoded by the driver, instead of a parameter per value);
+        elsewhere a multi-row insert. Only the new rows' ids come back: the rest is known."""
         if not rows:
             return []
-        insert = dialect_insert(self.session.get_bind().dialect)
-        statement = (
-            insert(DeviceEventRecord)
-            .on_conflict_do_nothing(index_elements=["device_id", "event_id"])
-            .returning(
-                DeviceEventRecord.id,
-                DeviceEventRecord.device_id,
-                DeviceEventRecord.event_id,
-                DeviceEventRecord.type,
-                DeviceEventRecord.partner_id,
-                DeviceEventRecord.site_id,
-                DeviceEventRecord.occurred_at,
-                DeviceEventRecord.data,
+        if self.session.get_bind().dialect.name == "postgresql":
+            received_at = rows[0]["received_at"]
+            if any(row["received_at"] != received_at for row in rows):
+                raise ValueError("a batch of events is received at one instant")
+            parameters: dict[str, Any] = {
+                name: [row[name] for row in rows] for name in _EVENT_ARRAY_COLUMNS
+            }
+            parameters["data"] = [json_text(row["data"]) for row in rows]
+            parameters["received_at"] = received_at
+            result = await self.session.execute(_INSERT_EVENTS_FROM_ARRAYS, parameters)
+        else:
+            statement = (
+                sqlite_insert(_EVENTS)
+                .on_conflict_do_nothing(index_elements=["device_id", "event_id"])
+                .returning(_EVENTS.c.id)
             )
-        )
-        result = await self.session.execute(statement, rows)
-        return result.all()
+            connection = await self.session.connection()
+            result = await connection.execute(statement, rows)
+        new = set(result.scalars())
+        return [_stored(row) for row in rows if row["id"] in new]
+
+
+class StoredEvent(NamedTuple):
+    """An event as it was stored: what the device hooks and the outbox are told."""
+
+    id: UUID
+    partner_id: UUID
+    site_id: UUID
+    device_id: UUID
+    event_id: UUID
+    type: str
+    occurred_at: datetime
+    data: dict[str, Any]
+
+
+def _stored(row: dict[str, Any]) -> StoredEvent:
+    return StoredEvent(
+        row["id"],
+        row["partner_id"],
+        row["site_id"],
+        row["device_id"],
+        row["event_id"],
+        row["type"],
+        row["occurred_at"],
+        row["data"],
+    )
+
+
+_EVENTS = cast(Table, DeviceEventRecord.__table__)
+_EVENT_ARRAY_COLUMNS = (
+    "id",
+    "partner_id",
+    "site_id",
+    "device_id",
+    "event_id",
+    "type",
+    "occurred_at",
+)
+_INSERT_EVENTS_FROM_ARRAYS = text(
+    """
+    INSERT INTO device_events
+        (id, partner_id, site_id, device_id, event_id, type, occurred_at, received_at, data)
+    SELECT v.id, v.partner_id, v.site_id, v.device_id, v.event_id, v.type, v.occurred_at,
+        :received_at, CAST(v.data AS json)
+    FROM unnest(
+        CAST(:id AS uuid[]), CAST(:partner_id AS uuid[]), CAST(:site_id AS uuid[]),
+        CAST(:device_id AS uuid[]), CAST(:event_id AS uuid[]), CAST(:type AS varchar[]),
+        CAST(:occurred_at AS timestamptz[]), CAST(:data AS text[])
+    ) AS v(id, partner_id, site_id, device_id, event_id, type, occurred_at, data)
+    ON CONFLICT (device_id, event_id) DO NOTHING
+    RETURNING id
+    """
+).columns(column("id", Uuid()))

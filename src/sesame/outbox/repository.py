@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import Row, event, func, insert, select, text
+from sqlalchemy import Row, Table, event, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
@@ -103,6 +103,9 @@ def on_commit(listener: Listener) -> Callable[[], None]:
     return lambda: _listeners.remove(listener) if listener in _listeners else None
 
 
+_OUTBOX = cast(Table, OutboxMessage.__table__)
+
+
 @event.listens_for(Session, "before_commit")
 def _insert_in_commit_order(session: Session) -> None:
     rows = session.info.pop(PENDING, None)
@@ -118,7 +121,8 @@ def _insert_in_commit_order(session: Session) -> None:
             sealer(row)
     if bind.dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ORDER_LOCK})
-    session.execute(insert(OutboxMessage), rows)
+    # Core, not the ORM's bulk insert: the rows are plain values, and this runs per commit.
+    session.connection().execute(insert(_OUTBOX), rows)
     session.info[COMMITTING] = frozenset(row["topic"] for row in rows)
 
 
