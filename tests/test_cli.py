@@ -153,6 +153,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30) -> bool:
     return condition()
 
 
+@pytest.mark.timeout(300)  # a server and several commands, on a loaded machine
 def test_after_make_run_the_readme_commands_work_from_a_plain_shell(tmp_path: Path) -> None:
     """`make run` (migrate, demo, serve), then a new terminal in the same folder:
     `sesame ledger info`, `staff create`, `ledger export-tiles` and `sim` work as the
@@ -210,6 +211,7 @@ def test_after_make_run_the_readme_commands_work_from_a_plain_shell(tmp_path: Pa
         server.stop()
 
 
+@pytest.mark.timeout(300)  # a server and several commands, on a loaded machine
 def test_urls_follow_the_configured_port(tmp_path: Path) -> None:
     """SESAME_PORT=N: the demo's printout and its curl command say :N, and they work; the
     ledger is not named after the address."""
@@ -252,6 +254,7 @@ def device_answer(base_url: str, api_key: str, site_id: str, name: str) -> dict[
     return body
 
 
+@pytest.mark.timeout(300)  # a server and several commands, on a loaded machine
 def test_sim_runs_the_answers_of_post_devices_one_or_a_list(tmp_path: Path) -> None:
     """What `sesame sim --help` says it accepts: a POST /v1/devices answer, alone or in a
     list; the devices it runs come online and answer commands."""

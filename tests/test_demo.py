@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.support import ServerProcess, free_port, run_cli
 from tests.test_cli import dev_env, run_in, wait_until
@@ -28,6 +29,7 @@ def sign_in(base_url: str, email: str, password: str) -> httpx.Response:
     )
 
 
+@pytest.mark.timeout(300)  # a server and several commands, on a loaded machine
 def test_the_demo_keeps_its_credentials_across_runs_until_reset(tmp_path: Path) -> None:
     env = dev_env(tmp_path)
     run_in(tmp_path, env, "db", "upgrade")
