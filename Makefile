@@ -2,33 +2,63 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# `make run` installs what serving needs (requirements/serve.txt); `make test`, `lint` and
+# `bench` add the test and lint tools (requirements/dev.txt). Both lock files pin every
+# package, transitive ones included, with hashes; `make lock` writes them from pyproject.toml.
+SERVE  := $(VENV)/.installed-serve
+DEV    := $(VENV)/.installed-dev
+# No byte-compiling of every module at install: Python compiles what it imports, when
+# it first does (a quarter less work before the first start).
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile
+# The package itself: its dependencies come from the lock, its build backend too.
+SELF   := $(PIP) --no-deps --no-build-isolation -e .
 
-.PHONY: run test bench bench-tools lint install clean
+.PHONY: run test bench bench-tools lint install lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstall whenever the declared dependencies change.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	touch $(STAMP)
+# Reinstall whenever a lock file or the package's declaration changes.
+$(SERVE): requirements/serve.txt pyproject.toml | $(BIN)/python
+	$(PIP) --require-hashes -r requirements/serve.txt
+	$(SELF)
+	touch $@
 
-install: $(STAMP)
+# dev.txt holds every pin of serve.txt, so it also satisfies `make run`.
+$(DEV): requirements/dev.txt requirements/serve.txt pyproject.toml | $(BIN)/python
+	$(PIP) --require-hashes -r requirements/dev.txt
+	$(SELF)
+	touch $@ $(SERVE)
 
-run: $(STAMP)  ## migrate, seed the demo and serve on http://127.0.0.1:8000
+install: $(DEV)
+
+run: $(SERVE)  ## migrate, seed the demo and serve on http://127.0.0.1:$${SESAME_PORT:-8000}
 	SESAME_ENV=$${SESAME_ENV:-development} $(BIN)/sesame db upgrade
 	SESAME_ENV=$${SESAME_ENV:-development} $(BIN)/sesame demo
 	SESAME_ENV=$${SESAME_ENV:-development} exec $(BIN)/sesame serve --simulate var/demo-devices.json
 
-test: $(STAMP)  ## the whole suite, on SQLite and on PostgreSQL
+test: $(DEV)  ## the whole suite, on SQLite and on PostgreSQL
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
+
+# Regenerate both lock files from pyproject.toml (needs the network): dev.txt first, then
+# serve.txt within it, so the packages they share have the same pins. Pins already in
+# the files stay unless asked: `make lock LOCK_ARGS=--upgrade` (or --upgrade-package NAME).
+LOCK := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+        --custom-compile-command "make lock" $(LOCK_ARGS)
+# The build backend, and what it needs for an editable install, are locked too.
+BUILD_REQUIRES := $(BIN)/python -c 'import tomllib; \
+        print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")'; \
+        echo editables
+
+lock: $(DEV)
+	($(BUILD_REQUIRES)) | $(LOCK) pyproject.toml - --extra dev -o requirements/dev.txt
+	($(BUILD_REQUIRES)) | $(LOCK) pyproject.toml - -c requirements/dev.txt -o requirements/serve.txt
 
 BENCHES     := api_throughput command_rtt event_ingest device_fleet credential_verify \
                ledger scheduler push_fanout
 BENCH_TOOLS := wrk mosquitto
 
-bench: $(STAMP) bench-tools  ## load figures: every bench/*.py, each ending with one JSON line
+bench: $(DEV) bench-tools  ## load figures: every bench/*.py, each ending with one JSON line
 	@failed=""; for name in $(BENCHES); do \
 	    echo "== bench/$$name.py"; \
 	    $(BIN)/python bench/$$name.py || failed="$$failed $$name"; \
@@ -49,7 +79,7 @@ bench-tools:
 	    echo "make bench needs$$missing: sudo apt-get install -y$$missing" >&2; exit 1; \
 	fi
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sesame.settings import DEVELOPMENT_SECRET_KEY, Settings
+from sesame.settings import DEVELOPMENT_SECRET_KEY, Settings, SettingsRefused
 
 
 def test_development_defaults_work_out_of_the_box(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -18,17 +18,38 @@ def test_development_defaults_work_out_of_the_box(monkeypatch: pytest.MonkeyPatc
 
 
 def test_production_refuses_the_development_secret() -> None:
-    with pytest.raises(ValidationError) as error:
-        Settings(
-            env="production", sms_backend="http", sms_http_url="http://sms.test", _env_file=None
-        )  # type: ignore[call-arg]
+    settings = Settings(
+        env="production", sms_backend="http", sms_http_url="http://sms.test", _env_file=None
+    )  # type: ignore[call-arg]
+    with pytest.raises(SettingsRefused) as error:
+        settings.require()
     assert "SESAME_SECRET_KEY" in str(error.value)
+    assert "SESAME_ENV is production," in str(error.value)
 
 
 def test_production_refuses_the_console_sms_sender() -> None:
-    with pytest.raises(ValidationError) as error:
-        Settings(env="production", secret_key="x" * 40, _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(env="production", secret_key="x" * 40, _env_file=None)  # type: ignore[call-arg]
+    with pytest.raises(SettingsRefused) as error:
+        settings.require("secret", "sms")
     assert "SESAME_SMS_BACKEND" in str(error.value)
+    # A command that sends no codes does not care.
+    assert settings.require("secret", "passwords") is settings
+
+
+def test_the_refusal_names_the_mode_in_force_and_how_to_leave_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unset, SESAME_ENV means production: the message must not read as if
+    SESAME_ENV=development were the current mode."""
+    monkeypatch.delenv("SESAME_ENV", raising=False)
+    with pytest.raises(SettingsRefused) as error:
+        Settings(_env_file=None).require("secret")  # type: ignore[call-arg]
+    message = str(error.value)
+    assert message.startswith("SESAME_ENV is not set, so this is production mode")
+    assert "SESAME_ENV=development to try Sesame on this machine" in message
+    assert "\n" not in message
+    # Development mode refuses nothing.
+    assert Settings(env="development", _env_file=None).refusals() == []  # type: ignore[call-arg]
 
 
 def test_production_starts_with_real_secrets() -> None:
@@ -38,13 +59,46 @@ def test_production_starts_with_real_secrets() -> None:
         sms_backend="http",
         sms_http_url="http://sms.test",
         _env_file=None,
-    )  # type: ignore[call-arg]
+    ).require()  # type: ignore[call-arg]
     assert settings.secret_key.get_secret_value() not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({}, "http://127.0.0.1:8000"),
+        ({"port": 8101}, "http://127.0.0.1:8101"),
+        ({"host": "0.0.0.0", "port": 8101}, "http://127.0.0.1:8101"),  # noqa: S104
+        ({"host": "::1", "port": 9000}, "http://[::1]:9000"),
+        ({"host": "sesame.internal", "port": 80}, "http://sesame.internal:80"),
+        ({"port": 8101, "public_url": "https://sesame.example/"}, "https://sesame.example"),
+    ],
+)
+def test_the_public_url_follows_host_and_port_unless_set(
+    values: dict[str, object], expected: str
+) -> None:
+    assert Settings(env="development", _env_file=None, **values).base_url == expected  # type: ignore[arg-type]
+
+
+def test_a_new_log_is_named_after_an_address_only_when_one_is_configured() -> None:
+    """The origin is fixed for good at the log's first start: it may follow
+    SESAME_LEDGER_ORIGIN or SESAME_PUBLIC_URL, never the port of one run."""
+    local = Settings(env="development", port=8101, _env_file=None)  # type: ignore[call-arg]
+    first, second = local.new_ledger_origin(), local.new_ledger_origin()
+    assert first.startswith("sesame.invalid/")
+    assert first.endswith("/ledger")
+    assert first != second  # a name of its own for each log
+    assert "127.0.0.1" not in first
+    assert "8101" not in first
+    public = Settings(env="development", public_url="https://s.example/a/", _env_file=None)  # type: ignore[call-arg]
+    assert public.new_ledger_origin() == "s.example/a/ledger"
+    named = Settings(env="development", ledger_origin="log.example", _env_file=None)  # type: ignore[call-arg]
+    assert named.new_ledger_origin() == "log.example"
 
 
 @pytest.mark.parametrize(("time_cost", "memory_kib"), [(1, 65_536), (3, 8_192)])
 def test_production_refuses_cheap_password_hashing(time_cost: int, memory_kib: int) -> None:
-    with pytest.raises(ValidationError) as error:
+    with pytest.raises(SettingsRefused) as error:
         Settings(
             env="production",
             secret_key="x" * 40,
@@ -53,7 +107,7 @@ def test_production_refuses_cheap_password_hashing(time_cost: int, memory_kib: i
             password_time_cost=time_cost,
             password_memory_kib=memory_kib,
             _env_file=None,
-        )  # type: ignore[call-arg]
+        ).require("passwords")  # type: ignore[call-arg]
     assert "SESAME_PASSWORD_TIME_COST" in str(error.value)
     # The defaults are RFC 9106's second recommendation: 3 passes over 64 MiB.
     defaults = Settings(env="development", _env_file=None)  # type: ignore[call-arg]
@@ -100,7 +154,7 @@ def test_previous_secrets_are_a_json_list_or_one_secret(
 @pytest.mark.parametrize("previous", [DEVELOPMENT_SECRET_KEY, "short-secret"])
 def test_production_refuses_a_public_or_weak_previous_secret(previous: str) -> None:
     """A previous secret still verifies tokens, so it must be as strong as the current."""
-    with pytest.raises(ValidationError) as error:
+    with pytest.raises(SettingsRefused) as error:
         Settings(
             env="production",
             secret_key="x" * 40,
@@ -108,7 +162,7 @@ def test_production_refuses_a_public_or_weak_previous_secret(previous: str) -> N
             sms_backend="http",
             sms_http_url="http://sms.test",
             _env_file=None,
-        )  # type: ignore[call-arg]
+        ).require("secret")  # type: ignore[call-arg]
     assert "SESAME_SECRET_KEYS_PREVIOUS" in str(error.value)
 
 

@@ -7,7 +7,7 @@ import contextlib
 import getpass
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 from uuid import UUID
 
 import typer
@@ -15,7 +15,10 @@ from pydantic import ValidationError
 
 from sesame.kit.errors import validation_message
 from sesame.ledger.cli import ledger_app
-from sesame.settings import Settings
+from sesame.settings import SERVER_NEEDS, Need, Settings, SettingsRefused
+
+if TYPE_CHECKING:
+    from sesame.demo import DemoCredentials
 
 app = typer.Typer(
     help="Sesame: open smart-access platform.", no_args_is_help=True, add_completion=False
@@ -50,13 +53,19 @@ def protocol_docs(
     typer.echo(f"{path} {'updated' if update(path) else 'already current'}")
 
 
-def _settings(**overrides: object) -> Settings:
+def _settings(*needs: Need, **overrides: object) -> Settings:
+    """The settings, refused (exit 2, one line a problem) when malformed or when, outside
+    development mode, one of ``needs`` is left at its development value."""
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+        return settings.require(*needs) if needs else settings
     except ValidationError as exc:
         for error in exc.errors():
             location = ".".join(str(p) for p in error["loc"]) or "settings"
             typer.echo(f"configuration error: {location}: {validation_message(error)}", err=True)
+        raise typer.Exit(2) from None
+    except SettingsRefused as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -101,7 +110,12 @@ def serve(
 
     if simulate is not None:
         os.environ["SESAME_SIMULATE_DEVICES_FILE"] = str(simulate)
-    settings = _settings(host=host, port=port, workers=workers)
+    # The app reads its settings again in each server process: it must see these too
+    # (its links and the ledger's name follow the address it serves on).
+    for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
+        if value is not None:
+            os.environ[f"SESAME_{name}"] = str(value)
+    settings = _settings(*SERVER_NEEDS, host=host, port=port, workers=workers)
     if not asyncio.run(_schema_is_current(settings)):
         typer.echo(
             f"the database at {_safe_url(settings.database_url)} is not at the latest schema; "
@@ -141,7 +155,7 @@ def worker(
     it leaves those to `sesame serve`."""
     from sesame.kit.logging import configure_logging
 
-    settings = _settings()
+    settings = _settings("secret")
     configure_logging(settings.log_level, settings.log_format)
     if not asyncio.run(_schema_is_current(settings)):
         typer.echo("the database is not at the latest schema; run `sesame db upgrade`", err=True)
@@ -225,7 +239,7 @@ def broker_run() -> None:
     from sesame.kit.logging import configure_logging
     from sesame.runtime import build_runtime
 
-    settings = _settings()
+    settings = _settings("secret")
     configure_logging(settings.log_level, settings.log_format)
 
     async def run() -> None:
@@ -278,7 +292,7 @@ def broker_config(
     from sesame.devices.service import mosquitto_passwords
     from sesame.runtime import build_runtime
 
-    settings = _settings()
+    settings = _settings("secret")
     if tls_listen and (tls_cert is None or tls_key is None):
         raise typer.BadParameter("--tls-listen needs --tls-cert and --tls-key")
 
@@ -315,8 +329,8 @@ def sim(
     file: Annotated[
         Path,
         typer.Option(
-            help="Devices to simulate: JSON from `sesame demo` or "
-            "provisioning ({device_id, kind, password, url})."
+            help="Devices to simulate (JSON): the file `sesame demo` writes "
+            "(var/demo-devices.json), or answers of POST /v1/devices, a list or just one."
         ),
     ],
     heartbeat: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 30.0,
@@ -337,9 +351,13 @@ def sim(
             "through the API, adding them to FILE."
         ),
     ] = 0,
-    api: Annotated[str, typer.Option(help="Sesame's URL, for --provision.")] = (
-        "http://127.0.0.1:8000"
-    ),
+    api: Annotated[
+        str | None,
+        typer.Option(
+            help="Sesame's URL, for --provision (default: SESAME_PUBLIC_URL, or "
+            "SESAME_HOST and SESAME_PORT)."
+        ),
+    ] = None,
     api_key: Annotated[
         str | None, typer.Option(help="A partner API key with devices:write, for --provision.")
     ] = None,
@@ -348,15 +366,30 @@ def sim(
         "entrance_reader,door_lock,doorbell,zwave_hub,elevator_agent"
     ),
 ) -> None:
-    """Run simulated devices against any broker until interrupted."""
+    """Run simulated devices against any broker until interrupted. Needs only the broker
+    (each device's URL is in FILE): no database, no server secret."""
     import json
     import random
 
     from sesame.kit.logging import configure_logging
-    from sesame.simulators import Faults, load_fleet, provision_fleet, start_fleet
+    from sesame.settings import LocalSettings
+    from sesame.simulators import (
+        Faults,
+        FleetFileError,
+        provision_fleet,
+        read_fleet,
+        simulator,
+        start_fleet,
+    )
 
-    settings = _settings()
-    configure_logging(settings.log_level, settings.log_format)
+    try:
+        local = LocalSettings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            location = ".".join(str(p) for p in error["loc"]) or "settings"
+            typer.echo(f"configuration error: {location}: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(local.log_level, local.log_format)
     faults = Faults(
         drop_results=drop_results,
         result_delay=result_delay,
@@ -368,17 +401,49 @@ def sim(
         if not api_key or not site_id:
             typer.echo("--provision needs --api-key and --site-id", err=True)
             raise typer.Exit(2)
-        added = asyncio.run(provision_fleet(api, api_key, site_id, kinds.split(","), provision))
-        known = json.loads(file.read_text()) if file.exists() else []
-        file.write_text(json.dumps(known + added, indent=2))
-        file.chmod(0o600)
+        try:
+            known = read_fleet(file) if file.exists() else []
+        except FleetFileError as exc:
+            typer.echo(f"sesame sim: {exc}", err=True)
+            raise typer.Exit(2) from None
+        added = asyncio.run(
+            provision_fleet(api or local.base_url, api_key, site_id, kinds.split(","), provision)
+        )
+        from sesame.demo import write_private
+
+        write_private(file, json.dumps(known + added, indent=2) + "\n")
         typer.echo(f"provisioned {len(added)} devices into {file}")
+    try:
+        entries = read_fleet(file)
+    except FleetFileError as exc:
+        typer.echo(f"sesame sim: {exc}", err=True)
+        raise typer.Exit(2) from None
+    fleet = [
+        simulator(
+            e["kind"],
+            e["device_id"],
+            e["password"],
+            e["url"],
+            faults=faults,
+            heartbeat_interval=heartbeat,
+        )
+        for e in entries
+    ]
 
     async def run() -> None:
-        fleet = load_fleet(file, faults=faults, heartbeat_interval=heartbeat)
-        await start_fleet(fleet)
-        typer.echo(f"{len(fleet)} simulated devices connected; Ctrl-C to stop")
         try:
+            try:
+                await start_fleet(fleet)
+            except OSError as exc:
+                urls = ", ".join(sorted({e["url"] for e in entries}))
+                detail = str(exc) or "not connected within 15 s; or it refuses these credentials"
+                typer.echo(
+                    f"sesame sim: cannot reach the broker at {urls} ({detail}); "
+                    "is `sesame serve` (or your broker) running?",
+                    err=True,
+                )
+                raise typer.Exit(1) from None
+            typer.echo(f"{len(fleet)} simulated devices connected; Ctrl-C to stop")
             while True:
                 if disconnect_every > 0:
                     await asyncio.sleep(disconnect_every)
@@ -402,7 +467,7 @@ def db_upgrade(
     """Apply migrations up to the latest schema (or REVISION)."""
     from sesame.migrations import upgrade
 
-    settings = _settings()
+    settings = _settings()  # the schema needs no secret
     upgrade(settings.database_url, revision)
     typer.echo(f"database at {_safe_url(settings.database_url)} upgraded to {revision}")
 
@@ -425,7 +490,7 @@ def staff_create(
     from sesame.kit.logging import configure_logging
     from sesame.staff.schemas import StaffCreate
 
-    settings = _settings()
+    settings = _settings("secret", "passwords")
     configure_logging("warning", settings.log_format)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -481,7 +546,7 @@ def secrets_rotate(
     """Re-seal everything sealed under a previous secret with SESAME_SECRET_KEY.
 
     Safe while Sesame serves and safe to repeat; see docs/operations.md."""
-    settings = _settings()
+    settings = _settings("secret")
     if not asyncio.run(_schema_is_current(settings)):
         typer.echo("the database is not at the latest schema; run `sesame db upgrade`", err=True)
         raise typer.Exit(1)
@@ -517,49 +582,172 @@ async def _rotate(settings: Settings, batch_size: int) -> int:
 
 
 @app.command()
-def demo() -> None:
-    """Seed (or refresh) the demo complex and print how to reach it."""
-    from sesame.demo import DEVICES_FILE, DemoCredentials, seed_demo
+def demo(
+    reset: Annotated[
+        bool,
+        typer.Option(help="New passwords, API key and device credentials; the old ones stop."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the credentials as JSON.")] = False,
+) -> None:
+    """Seed the demo complex (what is missing of it) and print how to reach it. The
+    credentials stay the same from run to run, kept in var/demo-credentials.json."""
+    import json
+
+    from sesame.demo import seed_demo
     from sesame.kit.logging import configure_logging
     from sesame.runtime import build_runtime
 
-    settings = _settings()
+    settings = _settings("secret", "passwords")
     configure_logging("warning", settings.log_format)
 
     async def run() -> DemoCredentials:
         runtime = build_runtime(settings)
         try:
-            return await seed_demo(runtime)
+            return await seed_demo(runtime, reset=reset)
         finally:
             await runtime.close()
 
     credentials = asyncio.run(run())
-    url = settings.public_url.rstrip("/")
-    typer.echo(
-        "\n".join(
-            [
-                "",
-                "Sesame demo is ready.",
-                f"  API docs:      {url}/docs",
-                f"  Health:        {url}/healthz",
-                f"  Partner:       {credentials.partner_id}",
-                f"  Site:          {credentials.site_id}  ({credentials.counts})",
-                '  Staff sign-in: POST /v1/auth/login {"email", "password"}',
-                *(f"    {email}  {password}" for email, password in credentials.passwords.items()),
-                f"  Partner API key (Authorization: Bearer ...): {credentials.api_key}",
-                '  Residents sign in by phone: POST /v1/auth/codes {"phone"}, then '
-                "/v1/auth/codes/verify with the code"
-                + (" printed on the server's console" if settings.sms_backend == "console" else ""),
-                *(f"    {phone}  {name}" for phone, name in credentials.residents),
-                f"  Simulated devices ({len(credentials.devices)}, credentials in "
-                f"{DEVICES_FILE}); `make run` starts them. Open the 101동 entrance:",
-                f'    curl -X POST -H "Authorization: Bearer {credentials.api_key}" '
-                f'"{url}/v1/entrances/{credentials.open_entrance_id}/open?wait=5"',
-                "",
-            ]
+    remembered = _remember_development_mode(settings)
+    summary = _demo_summary(settings, credentials)
+    if as_json:
+        typer.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+    else:
+        typer.echo(_demo_text(summary))
+    if remembered:
+        typer.echo(remembered, err=True)
+
+
+ENV_FILE = Path(".env")
+
+
+def _remember_development_mode(settings: Settings) -> str | None:
+    """In development mode, write SESAME_ENV=development to ./.env when it has none, so
+    that every ``sesame`` command typed in this folder works on the demo's data (sealed
+    with the development secret) as ``make run`` does. Returns what to tell the user."""
+    import re
+
+    if settings.env != "development":
+        return None
+    try:
+        existing = ENV_FILE.read_text(encoding="utf-8") if ENV_FILE.exists() else None
+    except OSError:
+        return None
+    if existing is None:
+        ENV_FILE.write_text(
+            "# Written by `sesame demo`: sesame commands in this folder run in development\n"
+            "# mode, as `make run` does. Remove it before using this folder for anything real.\n"
+            "SESAME_ENV=development\n",
+            encoding="utf-8",
         )
+        return "wrote .env (SESAME_ENV=development) for the sesame commands typed here"
+    if re.search(r"^\s*(export\s+)?SESAME_ENV\s*=", existing, re.MULTILINE):
+        return None
+    return "add SESAME_ENV=development to .env to run sesame commands here on the demo's data"
+
+
+def _demo_summary(settings: Settings, credentials: DemoCredentials) -> dict[str, Any]:
+    from sesame.demo import CREDENTIALS_FILE, DEVICES_FILE
+
+    url = settings.base_url
+    open_url = f"{url}/v1/entrances/{credentials.open_entrance_id}/open?wait=5"
+    return {
+        "url": url,
+        "docs": f"{url}/docs",
+        "health": f"{url}/healthz",
+        "partner_id": credentials.partner_id,
+        "site_id": credentials.site_id,
+        "counts": credentials.counts,
+        "staff": [
+            {"email": email, "role": credentials.roles[email], "password": password}
+            for email, password in credentials.passwords.items()
+        ],
+        "api_key": credentials.api_key,
+        "residents": [{"phone": phone, "name": name} for phone, name in credentials.residents],
+        "sms_codes_on_console": settings.sms_backend == "console",
+        "devices": [
+            {"device_id": d["device_id"], "kind": d["kind"], "name": d["name"]}
+            for d in credentials.devices
+        ],
+        "devices_file": str(DEVICES_FILE),
+        "credentials_file": str(CREDENTIALS_FILE),
+        "open_entrance": {
+            "entrance_id": credentials.open_entrance_id,
+            "url": open_url,
+            "curl": f'curl -X POST -H "Authorization: Bearer {credentials.api_key}" "{open_url}"',
+        },
+    }
+
+
+ROLE_NOTES = {
+    "platform_admin": "platform administrator: every partner, /v1/jobs",
+    "partner_admin": "partner administrator",
+    "site_manager": "site manager",
+    "installer": "installer",
+}
+
+
+def _demo_text(summary: dict[str, Any]) -> str:
+    counts = ", ".join(f"{n} {what}" for what, n in summary["counts"].items())
+    width = max(len(s["email"]) for s in summary["staff"])
+    return "\n".join(
+        [
+            "",
+            "Sesame demo is ready.",
+            f"  API docs:      {summary['docs']}",
+            f"  Health:        {summary['health']}",
+            f"  Partner:       {summary['partner_id']}",
+            f"  Site:          {summary['site_id']}  ({counts})",
+            '  Staff sign-in: POST /v1/auth/login {"email", "password"}',
+            *(
+                f"    {s['email']:<{width}}  {s['password']}  ({ROLE_NOTES[s['role']]})"
+                for s in summary["staff"]
+            ),
+            f"  Partner API key (Authorization: Bearer ...): {summary['api_key']}",
+            '  Residents sign in by phone: POST /v1/auth/codes {"phone"}, then '
+            "/v1/auth/codes/verify with the code"
+            + (" printed on the server's console" if summary["sms_codes_on_console"] else ""),
+            *(f"    {r['phone']}  {r['name']}" for r in summary["residents"]),
+            f"  Simulated devices ({len(summary['devices'])}, credentials in "
+            f"{summary['devices_file']}); `make run` starts them. Open the 101동 entrance:",
+            f"    {summary['open_entrance']['curl']}",
+            f"  These stay the same from run to run ({summary['credentials_file']});"
+            " `sesame demo --reset` makes new ones.",
+            "",
+        ]
     )
 
 
 def main() -> None:
-    app()
+    """``sesame``: bad input or a failure is one line on stderr and a non-zero exit, never
+    a traceback (SESAME_TRACEBACK=1 shows it, for a bug report)."""
+    import os
+
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # the command line's own: a usage error, a bad value
+        ctx = getattr(exc, "ctx", None)
+        exit_code = int(getattr(exc, "exit_code", 1))
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help, shown already
+            sys.exit(exit_code)
+        message = " ".join(exc.format_message().split())
+        if ctx is None:
+            _fail(f"sesame: {message}", exit_code)
+        _fail(f"{ctx.command_path}: {message} (see `{ctx.command_path} --help`)", exit_code)
+    except typer.Abort:
+        _fail("sesame: aborted", 1)
+    except Exception as exc:
+        if os.environ.get("SESAME_TRACEBACK"):
+            raise
+        _fail(f"sesame: {_one_line(exc)}", 1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line(exc: BaseException) -> str:
+    message = " ".join(str(exc).split()) or "failed"
+    return f"{type(exc).__name__}: {message}" if not isinstance(exc, OSError) else message
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(message, err=True)
+    sys.exit(code or 1)

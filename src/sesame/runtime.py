@@ -106,6 +106,7 @@ def build_runtime(
 ) -> Runtime:
     from sesame.auth.sms import sender_from_settings
 
+    settings.require("secret")  # nothing is sealed or signed with the public key
     engine = create_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,

@@ -1,14 +1,17 @@
 """One place for every setting, read from ``SESAME_*`` environment variables (or ``.env``).
 
 Every setting has a default that works on a fresh machine in development mode. Outside
-development mode the built-in secrets are refused at start-up: a production deployment
-that forgot to set ``SESAME_SECRET_KEY`` must not come up signing tokens with a key that
-is printed in this file.
+development mode the built-in secrets are refused by every command that relies on them
+(``Settings.require``): a production deployment that forgot to set ``SESAME_SECRET_KEY``
+must not come up signing tokens with a key that is printed in this file. A command checks
+only what it uses: ``sesame sim`` needs a broker, not the server's secret.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -18,7 +21,6 @@ from pydantic import (
     IPvAnyNetwork,
     SecretStr,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -29,6 +31,15 @@ if TYPE_CHECKING:
 DEVELOPMENT_SECRET_KEY = "sesame-development-secret-key-do-not-use-in-production"  # noqa: S105
 
 Environment = Literal["development", "production"]
+
+# What a command relies on, checked outside development mode (Settings.require): the
+# master secret, staff password hashing, the sender of sign-in codes.
+Need = Literal["secret", "passwords", "sms"]
+SERVER_NEEDS: tuple[Need, ...] = ("secret", "passwords", "sms")
+
+
+class SettingsRefused(ValueError):
+    """A development value outside development mode, for a command that relies on it."""
 
 
 class WitnessConfig(BaseModel):
@@ -51,10 +62,37 @@ class WitnessConfig(BaseModel):
         return value
 
 
-class Settings(BaseSettings):
+class LocalSettings(BaseSettings):
+    """What any command may read, however it is configured otherwise: logging, and where
+    the server is (``sesame sim`` reads no more)."""
+
     model_config = SettingsConfigDict(
         env_prefix="SESAME_", env_file=".env", extra="ignore", frozen=True
     )
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    # Where clients reach the server (links, the demo's printout, the ledger's name);
+    # unset: http://<host>:<port> (see base_url).
+    public_url: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The server's URL, without a trailing slash: SESAME_PUBLIC_URL, or else where
+        it listens (a wildcard address read as the loopback one)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        wildcards = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104
+        host = wildcards.get(self.host, self.host)
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+
+class Settings(LocalSettings):
+    """Every setting of the server and of the commands that work on its data."""
 
     env: Environment = "production"
 
@@ -64,10 +102,7 @@ class Settings(BaseSettings):
     database_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # HTTP
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
-    public_url: str = "http://127.0.0.1:8000"
     # Peers whose X-Forwarded-For is believed (addresses or networks); none by default.
     trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
@@ -109,10 +144,6 @@ class Settings(BaseSettings):
 
     # Idempotency-Key records are kept this long
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
-
-    # Logging
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "console"] = "json"
 
     default_time_zone: str = "Asia/Seoul"
 
@@ -244,37 +275,56 @@ class Settings(BaseSettings):
             )
         return value
 
-    @model_validator(mode="after")
-    def _refuse_development_defaults(self) -> Settings:
+    def refusals(self, needs: Iterable[Need] = SERVER_NEEDS) -> list[str]:
+        """What stops a command that relies on ``needs`` from running in this mode: the
+        built-in development values are refused outside development mode."""
         if self.env == "development":
-            return self
+            return []
+        needs = set(needs)
         problems = []
-        if self.secret_key.get_secret_value() == DEVELOPMENT_SECRET_KEY:
-            problems.append("SESAME_SECRET_KEY is the built-in development key")
-        if len(self.secret_key.get_secret_value()) < 32:
-            problems.append("SESAME_SECRET_KEY must be at least 32 characters")
-        # A previous secret still verifies tokens: a public or weak one would let anyone in.
-        previous = [p.get_secret_value() for p in self.secret_keys_previous]
-        if any(p == DEVELOPMENT_SECRET_KEY or len(p) < 32 for p in previous):
-            problems.append(
-                "SESAME_SECRET_KEYS_PREVIOUS may hold neither the development key nor a "
-                "secret shorter than 32 characters"
-            )
-        if self.password_time_cost < 2 or self.password_memory_kib < 19_456:
+        if "secret" in needs:
+            if self.secret_key.get_secret_value() == DEVELOPMENT_SECRET_KEY:
+                problems.append("SESAME_SECRET_KEY is the built-in development key")
+            elif len(self.secret_key.get_secret_value()) < 32:
+                problems.append("SESAME_SECRET_KEY must be at least 32 characters")
+            # A previous secret still verifies tokens: a public or weak one would let anyone in.
+            previous = [p.get_secret_value() for p in self.secret_keys_previous]
+            if any(p == DEVELOPMENT_SECRET_KEY or len(p) < 32 for p in previous):
+                problems.append(
+                    "SESAME_SECRET_KEYS_PREVIOUS may hold neither the development key nor a "
+                    "secret shorter than 32 characters"
+                )
+        if "passwords" in needs and (
+            self.password_time_cost < 2 or self.password_memory_kib < 19_456
+        ):
             problems.append(
                 "SESAME_PASSWORD_TIME_COST must be at least 2 and SESAME_PASSWORD_MEMORY_KIB "
                 "at least 19456"
             )
-        if self.sms_backend == "console":
-            problems.append(
-                "SESAME_SMS_BACKEND=console prints one-time codes; choose 'http' in production"
-            )
-        if self.sms_backend == "http" and not self.sms_http_url:
-            problems.append("SESAME_SMS_HTTP_URL is required with SESAME_SMS_BACKEND=http")
+        if "sms" in needs:
+            if self.sms_backend == "console":
+                problems.append(
+                    "SESAME_SMS_BACKEND=console prints one-time codes; choose 'http' in production"
+                )
+            elif not self.sms_http_url:
+                problems.append("SESAME_SMS_HTTP_URL is required with SESAME_SMS_BACKEND=http")
+        return problems
+
+    def require(self, *needs: Need) -> Settings:
+        """These settings, if nothing in ``needs`` (default: all a server needs) is left at a
+        development value outside development mode; else :class:`SettingsRefused`."""
+        problems = self.refusals(needs or SERVER_NEEDS)
         if problems:
-            raise ValueError(
-                "refusing to start outside development mode (SESAME_ENV=development): "
+            mode = (
+                "SESAME_ENV is production"
+                if "env" in self.model_fields_set
+                else "SESAME_ENV is not set, so this is production mode"
+            )
+            raise SettingsRefused(
+                f"{mode}, which refuses development values: "
                 + "; ".join(problems)
+                + ". Set them, or SESAME_ENV=development to try Sesame on this machine"
+                " (`make run` writes it to .env)"
             )
         return self
 
@@ -287,13 +337,17 @@ class Settings(BaseSettings):
     def device_broker_url(self) -> str:
         return self.mqtt_device_url or self.broker_url
 
-    @property
-    def ledger_name(self) -> str:
-        """The log's origin line (and key name), unless one is already stored."""
+    def new_ledger_origin(self) -> str:
+        """The name a new log takes (it is stored with its key and never changes):
+        SESAME_LEDGER_ORIGIN, or SESAME_PUBLIC_URL's host and path + "/ledger". Without
+        either the log is not named after an address, which may not be the server's for
+        long (a port chosen for one run), but gets a name of its own that names none."""
         if self.ledger_origin:
             return self.ledger_origin
-        host_and_path = self.public_url.split("://", 1)[-1].rstrip("/")
-        return f"{host_and_path}/ledger"
+        if self.public_url:
+            host_and_path = self.public_url.split("://", 1)[-1].rstrip("/")
+            return f"{host_and_path}/ledger"
+        return f"sesame.invalid/{secrets.token_hex(6)}/ledger"
 
     @property
     def ledger_quorum(self) -> int:
@@ -323,4 +377,6 @@ class Settings(BaseSettings):
 
 
 def load_settings() -> Settings:
-    return Settings()
+    """The settings of a server process: refused outside development mode while any
+    built-in development value is left."""
+    return Settings().require(*SERVER_NEEDS)

@@ -58,7 +58,7 @@ keys_router = crud_router(
 
 
 def _pass_urls(runtime: Runtime, token: str) -> dict[str, str]:
-    base = runtime.settings.public_url.rstrip("/")
+    base = runtime.settings.base_url
     return {
         "link": f"{base}{API_PREFIX}/passes/{token}",
         "png": f"{base}{API_PREFIX}/passes/{token}?format=png",

@@ -166,7 +166,7 @@ def export_tiles(
     again to add what is new. Serve the directory with any web server."""
     from sesame.cli import _settings
 
-    summary = asyncio.run(_export(_settings(), directory))
+    summary = asyncio.run(_export(_settings("secret"), directory))
     typer.echo(
         f"exported {summary.size:,} entries to {directory}"
         f" ({summary.written} files written, {summary.unchanged} unchanged)"
@@ -184,7 +184,12 @@ async def _export(settings: Any, directory: Path) -> Any:
         ledger = Ledger(runtime)
         note = await ledger.served_checkpoint()
         if note is None:
-            raise typer.BadParameter("the log has no checkpoint yet")
+            typer.echo(
+                "sesame ledger export-tiles: the log has no checkpoint yet; `sesame serve` "
+                "signs one once a key event is logged",
+                err=True,
+            )
+            raise typer.Exit(1)
         from sesame.ledger.note import Checkpoint, parse
 
         size = Checkpoint.parse(parse(note).text).size
@@ -218,8 +223,10 @@ def info() -> None:
     from sesame.ledger.service import Ledger
     from sesame.runtime import build_runtime
 
+    settings = _settings("secret")
+
     async def show() -> None:
-        runtime = build_runtime(_settings())
+        runtime = build_runtime(settings)
         try:
             published = await Ledger(runtime).published()
             typer.echo(f"origin  {published.origin}\nlog key {published.verifier.vkey}")

@@ -134,7 +134,7 @@ class Ledger:
             # The first process to start creates the key; any racing one keeps the winner's.
             private = Ed25519PrivateKey.generate()
             raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-            origin = runtime.settings.ledger_name
+            origin = runtime.settings.new_ledger_origin()
             candidate = LedgerKey(
                 id=1,
                 origin=origin,
