@@ -26,7 +26,7 @@ import secrets
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -83,14 +83,6 @@ SUBSCRIBED_CHANNELS = (
     protocol.Channel.TIME_REQUEST,
     protocol.Channel.TIME_REPORT,
 )
-# The labelled counters, looked up once (``labels()`` costs a lock and a dict per call).
-_MESSAGES_BY_CHANNEL = {channel: MESSAGES.labels(channel.value) for channel in protocol.Channel}
-_PROTOCOL_ERRORS_BY_CHANNEL = {
-    channel: PROTOCOL_ERRORS.labels(channel.value) for channel in protocol.Channel
-}
-_HANDLER_ERRORS_BY_CHANNEL = {
-    channel: HANDLER_ERRORS.labels(channel.value) for channel in protocol.Channel
-}
 SWEEP_SECONDS = 1.0
 HEARTBEAT_FLUSH_SECONDS = 2.0
 STATE_FLUSH_SECONDS = 0.5
@@ -157,7 +149,6 @@ class Gateway:
         self.ingestor.on_seen = lambda devices: self._heard.update(devices)
         self._states: dict[UUID, protocol.ReportedState] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._handling: set[asyncio.Task[None]] = set()  # messages being handled
 
     def _new_client(
         self,
@@ -277,19 +268,16 @@ class Gateway:
 
     # -- messages ---------------------------------------------------------------------------
 
-    def _on_message(
+    async def _on_message(
         self, client: Any, topic: str, payload: bytes, qos: int, properties: Any
     ) -> int:
-        """Called by gmqtt for every message, synchronously (a coroutine would cost a task
-        per message). An event is checked and queued here; anything else is handled in a
-        task of its own."""
         parsed = protocol.parse_topic(topic)
         if parsed is None:
             return 0
         device_id, channel = parsed
-        _MESSAGES_BY_CHANNEL[channel].inc()
+        MESSAGES.labels(channel.value).inc()
         if len(payload) > protocol.MAX_DEVICE_MESSAGE_BYTES:
-            _PROTOCOL_ERRORS_BY_CHANNEL[channel].inc()
+            PROTOCOL_ERRORS.labels(channel.value).inc()
             log.info(
                 "oversized_device_message",
                 device_id=str(device_id),
@@ -297,13 +285,24 @@ class Gateway:
                 size=len(payload),
             )
             return 0
-        if channel is not protocol.Channel.EVENTS:
-            self._spawn(self._on_other(device_id, channel, payload))
+        try:
+            message = protocol.decode(channel, payload)
+        except (ValidationError, ValueError) as exc:
+            PROTOCOL_ERRORS.labels(channel.value).inc()
+            log.info(
+                "malformed_device_message",
+                device_id=str(device_id),
+                channel=channel.value,
+                fields=_invalid_fields(exc),
+            )
+            event_id = protocol.event_id_of(payload) if channel is protocol.Channel.EVENTS else None
+            if event_id is not None:
+                await self._refuse_event(device_id, event_id, protocol.RefusalReason.INVALID)
             return 0
         try:
-            self._on_event(device_id, payload)
+            await self._handle(device_id, channel, message)
         except Exception as exc:
-            _HANDLER_ERRORS_BY_CHANNEL[channel].inc()
+            HANDLER_ERRORS.labels(channel.value).inc()
             log.warning(
                 "device_message_failed",
                 device_id=str(device_id),
@@ -312,63 +311,20 @@ class Gateway:
             )
         return 0
 
-    def _on_event(self, device_id: UUID, payload: bytes) -> None:
-        if self.ingestor.full:  # shed before it is even parsed: the device resends it
-            self.ingestor.shed()
-            return
-        try:
-            event = protocol.DeviceEvent.model_validate_json(payload)
-        except (ValidationError, ValueError) as exc:
-            self._malformed(device_id, protocol.Channel.EVENTS, exc)
-            event_id = protocol.event_id_of(payload)
-            if event_id is not None:
-                self._spawn(self._refuse_event(device_id, event_id, protocol.RefusalReason.INVALID))
-            return
-        refusal = protocol.occurred_at_refusal(
-            event.occurred_at, self.runtime.clock.now()
-        ) or protocol.access_method_refusal(event)
-        if refusal is not None:
-            self._spawn(self._refuse_event(device_id, event.event_id, refusal))
-        else:
-            self.ingestor.offer(device_id, event)
-
-    def _malformed(self, device_id: UUID, channel: protocol.Channel, exc: Exception) -> None:
-        _PROTOCOL_ERRORS_BY_CHANNEL[channel].inc()
-        log.info(
-            "malformed_device_message",
-            device_id=str(device_id),
-            channel=channel.value,
-            fields=_invalid_fields(exc),
-        )
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self._handling.add(task)
-        task.add_done_callback(self._handling.discard)
-
-    async def _on_other(self, device_id: UUID, channel: protocol.Channel, payload: bytes) -> None:
-        try:
-            message = protocol.decode(channel, payload)
-        except (ValidationError, ValueError) as exc:
-            self._malformed(device_id, channel, exc)
-            return
-        try:
-            await self._handle(device_id, channel, message)
-        except Exception as exc:
-            _HANDLER_ERRORS_BY_CHANNEL[channel].inc()
-            log.warning(
-                "device_message_failed",
-                device_id=str(device_id),
-                channel=channel.value,
-                error_type=type(exc).__name__,
-            )
-
     async def _handle(
         self, device_id: UUID, channel: protocol.Channel, message: protocol.Message
     ) -> None:
         if isinstance(message, protocol.CommandResult):
             self._heard.add(device_id)
             await self.engine.on_result(device_id, message)
+        elif isinstance(message, protocol.DeviceEvent):
+            refusal = protocol.occurred_at_refusal(
+                message.occurred_at, self.runtime.clock.now()
+            ) or protocol.access_method_refusal(message)
+            if refusal is not None:
+                await self._refuse_event(device_id, message.event_id, refusal)
+            else:
+                await self.ingestor.submit(device_id, message)
         elif isinstance(message, protocol.Heartbeat):
             self._heard.add(device_id)
         elif isinstance(message, protocol.TimeRequest):
