@@ -93,10 +93,6 @@ class EventIngestor:
     def forget(self, device_id: UUID) -> None:
         self._routing.pop(device_id, None)
 
-    @property
-    def full(self) -> bool:
-        return self._queue.full()
-
     def shed(self) -> None:
         """Count an event not taken (the queue is full); its device resends it later."""
         SHED.inc()
@@ -109,7 +105,7 @@ class EventIngestor:
         self.offer(device_id, event)
 
     def offer(self, device_id: UUID, event: protocol.DeviceEvent) -> None:
-        """``submit`` without awaiting: what the gateway calls for each event."""
+        """``submit`` without awaiting."""
         key = (device_id, event.event_id)
         if key in self._queued:
             self.resends_absorbed += 1
