@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 from prometheus_client import REGISTRY
 
 from sesame.devices import protocol
+from sesame.devices.broker import CONTROL_DISCONNECT, _LanedQueue
 from sesame.devices.ingest import EventIngestor
 from sesame.simulators import SimulatedDevice
 from tests.device_fixtures import Fleet
@@ -102,3 +103,22 @@ async def test_ingest_sheds_what_its_queue_cannot_hold_and_absorbs_resends_of_qu
         assert ingestor.stored == 3
     finally:
         await ingestor.stop()
+
+
+async def test_the_embedded_broker_fans_out_commands_results_and_presence_before_events() -> None:
+    """amqtt fans messages out from one queue: here, what a waiting open needs goes ahead
+    of every event queued before it, and each lane keeps its order."""
+    queue = _LanedQueue()
+    device = uuid4()
+    for n in range(3):
+        await queue.put({"topic": protocol.topic(device, protocol.Channel.EVENTS), "data": n})
+    await queue.put({"topic": protocol.topic(device, protocol.Channel.STATE), "data": 3})
+    for n, channel in enumerate(
+        (protocol.Channel.RESULTS, protocol.Channel.HEARTBEAT, protocol.Channel.COMMANDS), 4
+    ):
+        await queue.put({"topic": protocol.topic(device, channel), "data": n})
+    await queue.put({"topic": CONTROL_DISCONNECT, "data": 7})
+    assert queue.qsize() == 8
+    taken = [(await queue.get())["data"] for _ in range(8)]
+    assert taken == [4, 5, 6, 7, 0, 1, 2, 3]
+    assert queue.empty()

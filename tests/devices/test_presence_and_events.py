@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from sesame.devices import health, protocol
 from sesame.devices.ingest import Arrival, EventIngestor
+from sesame.devices.repository import DeviceRepository
 from sesame.models import Device, DeviceEventRecord, OutboxMessage
 from sesame.outbox import repository as outbox
 from sesame.simulators import Faults, SimulatedDevice
 from tests.device_fixtures import HEARTBEAT_TIMEOUT, Fleet
-from tests.support import eventually
+from tests.support import ShiftableClock, eventually
 
 
 def codes(issues: list[dict[str, object]]) -> list[object]:
@@ -41,6 +44,45 @@ async def test_a_silent_device_goes_offline_after_the_heartbeat_timeout(fleet: F
     )
     assert codes(offline["errors"]) == ["device_offline"]
     assert "no heartbeat" in offline["errors"][0]["message"]
+
+
+async def test_a_device_heard_while_that_is_being_written_is_not_swept_offline(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep reads ``last_seen_at`` from the database. A device heard from whose
+    write is still waiting (behind others, under load) has not reached it yet: it is
+    heard all the same, and stays online."""
+    device, sim = await fleet.run("door_lock", heartbeat_interval=60)
+    device_id = uuid.UUID(device["id"])
+    gateway = fleet.runtime.gateway
+    assert gateway is not None
+    writing, release = asyncio.Event(), asyncio.Event()
+    touch = DeviceRepository.touch
+
+    async def waiting_touch(
+        self: DeviceRepository, ids: Sequence[uuid.UUID], when: datetime
+    ) -> None:
+        if device_id in ids:
+            writing.set()
+            await release.wait()
+        await touch(self, ids, when)
+
+    monkeypatch.setattr(DeviceRepository, "touch", waiting_touch)
+    clock = fleet.runtime.clock
+    assert isinstance(clock, ShiftableClock)
+    before = clock.now()
+    event = sim.emit("door_opened")  # stored, so heard: the next flush writes it
+    await eventually(lambda: event.event_id in sim.acked_events)
+    await asyncio.wait_for(writing.wait(), timeout=10)
+    clock.advance(timedelta(seconds=HEARTBEAT_TIMEOUT + 1))  # the database says: silent
+    try:
+        await gateway._sweep()
+        assert (await fleet.read(device["id"]))["online"] is True
+    finally:
+        release.set()
+    await fleet.wait_for(  # and then the write lands
+        lambda d: datetime.fromisoformat(d["last_seen_at"]) >= before, device["id"]
+    )
 
 
 async def test_reported_state_and_low_battery_warning(fleet: Fleet) -> None:

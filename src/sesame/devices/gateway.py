@@ -146,6 +146,7 @@ class Gateway:
         self.ingestor = EventIngestor(runtime, self.publish)
         self._locks: defaultdict[UUID, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._heard: set[UUID] = set()
+        self._flushing: set[UUID] = set()  # heard, being written by ``_flush_heard``
         self.ingestor.on_seen = lambda devices: self._heard.update(devices)
         self._states: dict[UUID, protocol.ReportedState] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -436,7 +437,7 @@ class Gateway:
         # every second would take the SQLite write lock from the command path for nothing.
         async with self.runtime.read_session_factory() as reader:
             candidates = await DeviceRepository(reader).silent_ids_since(cutoff)
-        if not set(candidates) - self._heard:
+        if not set(candidates) - self._recently_heard():
             return
         with write_intent(), urgent():
             async with self.runtime.session_factory() as session:
@@ -444,8 +445,8 @@ class Gateway:
                 now = self.runtime.clock.now()
                 messages = []
                 for device in silent:
-                    if device.id in self._heard:
-                        continue  # heard since the last flush: not written yet, not silent
+                    if device.id in self._recently_heard():
+                        continue  # heard, but not written yet: not silent
                     if health.went_offline(device, now, "no heartbeat"):
                         messages.append(
                             outbox.message(
@@ -459,31 +460,44 @@ class Gateway:
                 await outbox.append(session, messages)
                 await session.commit()
 
+    def _recently_heard(self) -> set[UUID]:
+        """Devices heard from whose ``last_seen_at`` the database may not show yet."""
+        return self._heard | self._flushing
+
     async def _flush_heard(self) -> None:
         """Record who was heard from; a device marked offline that is heard is online."""
         heard, self._heard = self._heard, set()
         if not heard:
             return
         back: list[UUID] = []
-        with write_intent(), urgent():
-            async with self.runtime.session_factory() as session:
-                devices = DeviceRepository(session)
-                now = self.runtime.clock.now()
-                await devices.touch(sorted(heard), now)
-                messages = []
-                for device in await devices.offline_among(sorted(heard)):
-                    if health.went_online(device, now, device.boot_id):
-                        back.append(device.id)
-                        messages.append(
-                            outbox.message(
-                                "device.online",
-                                partner_id=device.partner_id,
-                                aggregate_id=device.id,
-                                site_id=device.site_id,
-                                at=now,
+        # Until the write commits, the sweep must still count these as heard: it reads
+        # ``last_seen_at`` from the database, which does not show them yet.
+        self._flushing = heard
+        try:
+            with write_intent(), urgent():
+                async with self.runtime.session_factory() as session:
+                    devices = DeviceRepository(session)
+                    now = self.runtime.clock.now()
+                    await devices.touch(sorted(heard), now)
+                    messages = []
+                    for device in await devices.offline_among(sorted(heard)):
+                        if health.went_online(device, now, device.boot_id):
+                            back.append(device.id)
+                            messages.append(
+                                outbox.message(
+                                    "device.online",
+                                    partner_id=device.partner_id,
+                                    aggregate_id=device.id,
+                                    site_id=device.site_id,
+                                    at=now,
+                                )
                             )
-                        )
-                await outbox.append(session, messages)
-                await session.commit()
+                    await outbox.append(session, messages)
+                    await session.commit()
+        except BaseException:
+            self._heard |= heard  # not written: the next flush tries again
+            raise
+        finally:
+            self._flushing = set()
         for device_id in back:
             await self.engine.dispatch(device_id)
