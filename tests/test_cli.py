@@ -178,10 +178,10 @@ def test_after_make_run_the_readme_commands_work_from_a_plain_shell(tmp_path: Pa
         assert "created platform_admin ops@example.com" in created.stdout
         headers = {"Authorization": f"Bearer {api_key}"}
         assert wait_until(
-            lambda: httpx.get(f"{server.base_url}/v1/ledger", headers=headers).json()[
-                "checkpoint_size"
-            ]
-            is not None
+            lambda: (
+                httpx.get(f"{server.base_url}/v1/ledger", headers=headers).json()["checkpoint_size"]
+                is not None
+            )
         )
         tiles = plain(tmp_path, "ledger", "export-tiles", "tiles")
         assert tiles.returncode == 0, tiles.stderr
@@ -199,9 +199,7 @@ def test_after_make_run_the_readme_commands_work_from_a_plain_shell(tmp_path: Pa
         assert wait_until(
             lambda: all(
                 d["online"]
-                for d in httpx.get(f"{server.base_url}/v1/devices", headers=headers).json()[
-                    "items"
-                ]
+                for d in httpx.get(f"{server.base_url}/v1/devices", headers=headers).json()["items"]
             )
         ), "the simulated devices did not come online"
     finally:

@@ -64,9 +64,9 @@ def test_the_demo_keeps_its_credentials_across_runs_until_reset(tmp_path: Path) 
         assert httpx.get(f"{base}/v1/jobs", headers=admin).status_code == 200
         # The simulated devices still sign in with the credentials the first run wrote.
         assert wait_until(
-            lambda: all(d["online"] for d in httpx.get(f"{base}/v1/devices", headers=key).json()[
-                "items"
-            ])
+            lambda: all(
+                d["online"] for d in httpx.get(f"{base}/v1/devices", headers=key).json()["items"]
+            )
         )
 
         reset = demo_json(tmp_path, env, "--reset")

@@ -27,7 +27,6 @@ worker`` — claim due jobs with a lease and run their handlers:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import time
@@ -49,6 +48,7 @@ from sesame.jobs.repository import JobRepository
 from sesame.kit.db import commit, write_intent
 from sesame.kit.errors import ValidationFailed
 from sesame.kit.logging import get_logger
+from sesame.kit.loop import woken_within
 from sesame.kit.retry import backoff_delay
 from sesame.models import Job, JobStatus
 from sesame.runtime import Runtime
@@ -217,8 +217,7 @@ class Worker:
                 if claimed:
                     continue
                 delay = await self._idle_delay() if not failures else backoff(failures)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                await woken_within(self._wake, delay)
                 self._wake.clear()
         finally:
             _wakers.remove(self._wake)

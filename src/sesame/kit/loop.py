@@ -12,6 +12,21 @@ from sesame.kit.retry import backoff_delay
 log = get_logger("sesame.loop")
 
 
+async def woken_within(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until ``event`` is set (True) or ``seconds`` pass (False).
+
+    Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that arrives just
+    as the event is set, and a loop built on it then never stops (a shutdown that awaits
+    it hangs). ``asyncio.timeout`` lets the cancellation through.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 async def keep_running(
     drain: Callable[[], Awaitable[None]],
     wake: asyncio.Event,
@@ -40,11 +55,6 @@ async def keep_running(
                 error=str(exc)[:300],
             )
         delay = 0.1 + backoff_delay(failures, base=0.5, cap=30.0) if failures else poll_seconds
-        try:
-            await asyncio.wait_for(wake.wait(), timeout=delay)
-        except TimeoutError:
-            pass
-        else:
-            if not failures:
-                await asyncio.sleep(settle_seconds)
+        if await woken_within(wake, delay) and not failures:
+            await asyncio.sleep(settle_seconds)
         wake.clear()

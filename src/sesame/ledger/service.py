@@ -41,6 +41,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from sesame.kit.db import write_intent
 from sesame.kit.logging import get_logger
+from sesame.kit.loop import woken_within
 from sesame.kit.retry import backoff_delay
 from sesame.ledger import entries, merkle
 from sesame.ledger.note import Checkpoint, Signer, Verifier, sign_checkpoint
@@ -588,8 +589,7 @@ def next_due(last_signed_at: datetime | None, interval: float, now: datetime) ->
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:
     """Until ``event`` is set or ``seconds`` pass."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout=seconds)
+    await woken_within(event, seconds)
 
 
 def backoff(attempt: int) -> float:
