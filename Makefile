@@ -37,7 +37,7 @@ run: $(SERVE)  ## migrate, seed the demo and serve on http://127.0.0.1:$${SESAME
 	SESAME_ENV=$${SESAME_ENV:-development} $(BIN)/sesame demo
 	SESAME_ENV=$${SESAME_ENV:-development} exec $(BIN)/sesame serve --simulate var/demo-devices.json
 
-test: $(DEV)  ## the whole suite, on SQLite and on PostgreSQL
+test: lint  ## lint and types, then the whole suite, on SQLite and on PostgreSQL
 	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
 # Regenerate both lock files from pyproject.toml (needs the network): dev.txt first, then
@@ -81,6 +81,7 @@ bench-tools:
 
 lint: $(DEV)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 clean:

@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 from prometheus_client import REGISTRY
 
 from sesame.devices import protocol
-from sesame.devices.broker import CONTROL_DISCONNECT, _LanedQueue
+from sesame.devices.broker import CONTROL_DISCONNECT, URGENT_RUN, _LanedQueue
 from sesame.devices.ingest import EventIngestor
 from sesame.simulators import SimulatedDevice
 from tests.device_fixtures import Fleet
@@ -122,3 +122,14 @@ async def test_the_embedded_broker_fans_out_commands_results_and_presence_before
     taken = [(await queue.get())["data"] for _ in range(8)]
     assert taken == [4, 5, 6, 7, 0, 1, 2, 3]
     assert queue.empty()
+
+
+async def test_a_stream_of_urgent_messages_delays_events_but_never_stops_them() -> None:
+    queue = _LanedQueue()
+    device = uuid4()
+    for n in range(2):
+        await queue.put({"topic": protocol.topic(device, protocol.Channel.EVENTS), "data": n})
+    for n in range(2 * URGENT_RUN + 4):
+        await queue.put({"topic": protocol.topic(device, protocol.Channel.HEARTBEAT), "data": n})
+    taken = [(await queue.get())["topic"].endswith("/events") for _ in range(queue.qsize())]
+    assert [n for n, event in enumerate(taken) if event] == [URGENT_RUN, 2 * URGENT_RUN + 1]
