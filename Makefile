@@ -38,7 +38,7 @@ run: $(SERVE)  ## migrate, seed the demo and serve on http://127.0.0.1:$${SESAME
 	SESAME_ENV=$${SESAME_ENV:-development} exec $(BIN)/sesame serve --simulate var/demo-devices.json
 
 test: lint  ## lint and types, then the whole suite, on SQLite and on PostgreSQL
-	$(BIN)/pytest -n auto $(PYTEST_ARGS)
+	$(BIN)/pytest -n auto --dist worksteal $(PYTEST_ARGS)
 
 # Regenerate both lock files from pyproject.toml (needs the network): dev.txt first, then
 # serve.txt within it, so the packages they share have the same pins. Pins already in
