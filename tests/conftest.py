@@ -210,11 +210,3 @@ async def world(api: Api, admin_token: str, runtime: Runtime) -> World:
 async def other_world(api: Api, admin_token: str, runtime: Runtime) -> World:
     """A second, unrelated partner: its objects must stay invisible to ``world``."""
     return await make_world(api, admin_token, runtime)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked ``slow`` (each takes from 15 s to over a minute) run first, in their
-    order: spread over the workers from the start, they do not leave one worker busy
-    at the end of the run while the other has nothing left."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

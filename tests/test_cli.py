@@ -36,7 +36,6 @@ def run_in(directory: Path, env: dict[str, str], *args: str, stdin: str = "") ->
     return run_cli(env, *args, stdin=stdin, cwd=str(directory))
 
 
-@pytest.mark.slow
 def test_make_run_sequence_serves_the_demo(tmp_path: Path) -> None:
     """db upgrade, demo and serve on the default SQLite database under ./var/."""
     env = dev_env(tmp_path)
@@ -154,7 +153,6 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30) -> bool:
     return condition()
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(300)  # a server and several commands, on a loaded machine
 def test_after_make_run_the_readme_commands_work_from_a_plain_shell(tmp_path: Path) -> None:
     """`make run` (migrate, demo, serve), then a new terminal in the same folder:

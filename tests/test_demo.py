@@ -29,7 +29,6 @@ def sign_in(base_url: str, email: str, password: str) -> httpx.Response:
     )
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(300)  # a server and several commands, on a loaded machine
 def test_the_demo_keeps_its_credentials_across_runs_until_reset(tmp_path: Path) -> None:
     env = dev_env(tmp_path)

@@ -96,7 +96,6 @@ async def served(
             await drop_postgres_database(url)
 
 
-@pytest.mark.slow
 # About a minute and a quarter per backend here; the run's own timeout comes first, so a
 # slow machine gets schemathesis's output rather than a killed worker.
 @pytest.mark.timeout(360)

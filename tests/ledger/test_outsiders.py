@@ -25,8 +25,6 @@ from sesame.ledger.note import COSIGNATURE, Checkpoint, Verifier, sign_checkpoin
 from tests.support import ServerProcess, free_port, run_cli, sesame_command
 from tests.test_cli import dev_env
 
-pytestmark = pytest.mark.slow  # a witnessed log of its own, for the module
-
 
 class WitnessProcess:
     def __init__(self, directory: Path, number: int, log_key: str, env: dict[str, str]) -> None:

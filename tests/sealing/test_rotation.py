@@ -278,7 +278,6 @@ def rotated(printed: str) -> int:
     return int(match.group(1))
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(480)  # three starts and the command thrice, on a loaded machine
 async def test_a_new_master_secret_keeps_everything_working(
     database: str, push: PushServiceStandin
@@ -389,7 +388,6 @@ def without_key_id(token: str, secret: str) -> str:
     return jwt.encode(claims, derive_key(secret, "access-tokens"), algorithm="HS256")
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(480)  # three starts and the command thrice, on a loaded machine
 async def test_a_deployment_from_before_key_ids_changes_secret_in_its_first_restart(
     database: str, push: PushServiceStandin
