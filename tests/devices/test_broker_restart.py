@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from sesame.devices.broker import _SesameBroker
 from sesame.devices.lifecycle import embedded_broker
 from tests.device_fixtures import Fleet
 
@@ -68,3 +69,38 @@ async def test_everything_reconnects_after_a_broker_restart(fleet: Fleet, broker
             break
         await asyncio.sleep(0.05)
     assert event.event_id in running[2][1].acked_events
+
+
+class SwallowingHandler:
+    """An amqtt handler whose reader, like amqtt's on Python 3.11, loses the first
+    cancellation meant to stop it (it came as a packet arrived) and reads on."""
+
+    def __init__(self) -> None:
+        self.stopped = asyncio.Event()
+        self.cancellations = 0
+        self._reader_task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                try:
+                    await asyncio.Event().wait()  # the next packet
+                except asyncio.CancelledError:
+                    self.cancellations += 1
+                    if self.cancellations == 1:
+                        continue  # swallowed
+                    raise
+        finally:
+            self.stopped.set()
+
+    async def stop(self) -> None:
+        self._reader_task.cancel()
+        await self.stopped.wait()
+
+
+async def test_stopping_a_connection_whose_reader_swallowed_the_cancellation_ends() -> None:
+    handler = SwallowingHandler()
+    await asyncio.sleep(0)
+    await asyncio.wait_for(_SesameBroker._stop_handler(None, handler), timeout=10)  # type: ignore[arg-type]
+    assert handler.stopped.is_set()
+    assert handler.cancellations == 2

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -62,6 +63,8 @@ CONTROL_DISCONNECT = SESAME_ROOT + "control/disconnect"
 PBKDF2_ITERATIONS = 101  # Mosquitto's own default for password files
 SALT_BYTES = 12
 DEFAULT_MAX_PACKET_BYTES = 1024 * 1024
+STOP_RECANCEL_SECONDS = 0.5  # a connection's reader still running after this: cancel again
+STOP_PATIENCE = 5.0  # then close its connection under it
 
 
 def hash_password(secret: str, *, salt: bytes | None = None) -> str:
@@ -373,6 +376,31 @@ class _SesameBroker(Broker):
     async def _authenticate(self, session: Session, listener: Any) -> bool:
         # The CONNECT was judged in _initialize_client_session, before any take-over.
         return bool(getattr(session, "sesame_admitted", False))
+
+    async def _stop_handler(self, handler: Any) -> None:
+        """Stop a connection's handler, cancelling its reader again while it runs on.
+
+        amqtt's reader waits for each packet with ``asyncio.wait_for``, which on Python
+        3.11 swallows a cancellation that comes as a packet arrives; ``handler.stop()``
+        then waited for a reader that went on reading, and the broker's shutdown hung
+        (seen in the broker-restart test). After ``STOP_PATIENCE`` seconds the
+        connection is closed under it."""
+        stopping = asyncio.ensure_future(handler.stop())
+        deadline = asyncio.get_running_loop().time() + STOP_PATIENCE
+        while not stopping.done():
+            await asyncio.wait([stopping], timeout=STOP_RECANCEL_SECONDS)
+            reader = getattr(handler, "_reader_task", None)
+            if stopping.done() or reader is None or reader.done():
+                continue
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("mqtt_handler_stop_overran")
+                writer = getattr(handler, "writer", None)
+                transport = getattr(getattr(writer, "_writer", None), "transport", None)
+                if transport is not None:
+                    transport.abort()
+            reader.cancel()
+        with contextlib.suppress(asyncio.QueueEmpty):  # as amqtt's own
+            stopping.result()
 
     async def _take_over(self, client_id: str) -> None:
         """Close the connection that holds ``client_id``, and wait until its session has
