@@ -50,9 +50,12 @@ BUILD_REQUIRES := $(BIN)/python -c 'import tomllib; \
         print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")'; \
         echo editables
 
+# amqtt asks for pwdlib[argon2]: the pin carries the extra, or the pip that a new venv
+# brings (23.2) looks past the pinned version for that requirement and refuses the install.
 lock: $(DEV)
 	($(BUILD_REQUIRES)) | $(LOCK) pyproject.toml - --extra dev -o requirements/dev.txt
 	($(BUILD_REQUIRES)) | $(LOCK) pyproject.toml - -c requirements/dev.txt -o requirements/serve.txt
+	sed -i 's/^pwdlib==/pwdlib[argon2]==/' requirements/dev.txt requirements/serve.txt
 
 BENCHES     := api_throughput command_rtt event_ingest device_fleet credential_verify \
                ledger scheduler push_fanout

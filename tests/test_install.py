@@ -24,7 +24,7 @@ def pins(lock: Path) -> dict[str, str]:
         line = block.split("\n", 1)[0]
         if not line or line.startswith("#"):
             continue
-        match = re.match(r"([A-Za-z0-9._-]+)==(\S+)", line)
+        match = re.match(r"([A-Za-z0-9._-]+)(?:\[[A-Za-z0-9._,-]+\])?==(\S+)", line)
         assert match, f"{lock.name}: not pinned: {line}"
         assert "--hash=sha256:" in block, f"{lock.name}: no hash for {line}"
         found[canonicalize_name(match.group(1))] = match.group(2)
