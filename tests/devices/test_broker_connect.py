@@ -422,4 +422,8 @@ async def test_a_result_for_a_command_never_sent_alerts_the_sites_managers(
         token=fleet.world.tokens["partner_admin"],
     )
     assert rotated.status_code == 200
-    assert (await fleet.read(device["id"]))["errors"] == []
+    # Rotating drops the device's session, so it may already show as offline; the
+    # unexpected-result error is gone either way.
+    errors = [e["code"] for e in (await fleet.read(device["id"]))["errors"]]
+    assert "unexpected_result" not in errors
+    assert set(errors) <= {"device_offline"}
