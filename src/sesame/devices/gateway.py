@@ -148,6 +148,13 @@ def _invalid_fields(exc: Exception) -> list[str]:
     return [".".join(str(part) for part in error["loc"]) for error in exc.errors()][:5]
 
 
+def _presence_message(topic: str, device: Any, now: Any) -> dict[str, Any]:
+    """The outbox message of a device going online or offline."""
+    return outbox.message(
+        topic, partner_id=device.partner_id, aggregate_id=device.id, site_id=device.site_id, at=now
+    )
+
+
 def broker_address(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
@@ -428,12 +435,10 @@ class Gateway:
                         await outbox.append(
                             session,
                             [
-                                outbox.message(
+                                _presence_message(
                                     "device.online" if presence.online else "device.offline",
-                                    partner_id=device.partner_id,
-                                    aggregate_id=device.id,
-                                    site_id=device.site_id,
-                                    at=now,
+                                    device,
+                                    now,
                                 )
                             ],
                         )
@@ -484,15 +489,7 @@ class Gateway:
                     if device.id in self._recently_heard():
                         continue  # heard, but not written yet: not silent
                     if health.went_offline(device, now, "no heartbeat"):
-                        messages.append(
-                            outbox.message(
-                                "device.offline",
-                                partner_id=device.partner_id,
-                                aggregate_id=device.id,
-                                site_id=device.site_id,
-                                at=now,
-                            )
-                        )
+                        messages.append(_presence_message("device.offline", device, now))
                 await outbox.append(session, messages)
                 await session.commit()
 
@@ -519,15 +516,7 @@ class Gateway:
                     for device in await devices.offline_among(sorted(heard)):
                         if health.went_online(device, now, device.boot_id):
                             back.append(device.id)
-                            messages.append(
-                                outbox.message(
-                                    "device.online",
-                                    partner_id=device.partner_id,
-                                    aggregate_id=device.id,
-                                    site_id=device.site_id,
-                                    at=now,
-                                )
-                            )
+                            messages.append(_presence_message("device.online", device, now))
                     await outbox.append(session, messages)
                     await session.commit()
         except BaseException:
