@@ -1,15 +1,20 @@
-"""The shared repository's GET by id: one prebuilt statement, the tenant's scope intact.
+"""Prepared statements keep the tenant's scope; Core inserts keep the model's defaults.
 
-The statement is built once per repository and shape of scope and reused with other
-values bound, so a second partner, another site list or an empty one must still see
-only its own rows.
+A prepared statement (the GET by id, the open path's device lookup) is built once per
+shape of scope and reused with other values bound, so a second partner, another site
+list or an empty one must still see only its own rows. ``insert_new`` writes new objects
+without the unit of work, so it must give them the defaults the flush would.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from uuid import UUID
 
-from sesame.kit.repository import TenantScope
+from sesame.devices.repository import DeviceRepository
+from sesame.kit.db import commit, write_intent
+from sesame.kit.repository import TenantScope, insert_new, new_rows
+from sesame.models import AccessEvent, AccessMethod, AccessResult, DeviceKind
 from sesame.runtime import Runtime
 from sesame.sites.repository import BuildingRepository
 from sesame.staff.repository import StaffRepository
@@ -59,3 +64,62 @@ async def test_get_by_id_applies_the_repository_load_options(
         )
     assert account is not None
     assert account.site_ids == [UUID(world.site_id)]
+
+
+def _scopes(world: World, other_world: World) -> list[tuple[TenantScope, bool, bool]]:
+    """Each shape of scope, and whether it sees the first site and the second."""
+    partner, other_partner = UUID(world.partner_id), UUID(other_world.partner_id)
+    site, other_site = UUID(world.site_id), UUID(world.other_site_id)
+    return [
+        (TenantScope.platform(), True, True),
+        (TenantScope(partner_id=partner), True, True),
+        (TenantScope(partner_id=other_partner), False, False),
+        (TenantScope(partner_id=partner, site_ids=frozenset({site})), True, False),
+        (TenantScope(partner_id=partner, site_ids=frozenset({other_site})), False, True),
+        (TenantScope(partner_id=partner, site_ids=frozenset()), False, False),
+    ]
+
+
+async def test_the_opener_lookup_confines_every_shape_of_scope(
+    runtime: Runtime, world: World, other_world: World
+) -> None:
+    """The open path's prepared lookup finds an entrance's reader only within the scope."""
+    entrances = (UUID(world.ids["entrance"]), UUID(world.other_site_ids["entrance"]))
+    readers = (UUID(world.ids["device"]), UUID(world.other_site_ids["device"]))
+    async with runtime.session_factory() as session:
+        repository = DeviceRepository(session)
+        for scope, *sees in _scopes(world, other_world):
+            for entrance, reader, visible in zip(entrances, readers, sees, strict=True):
+                found = await repository.opener_of(scope, entrance, [DeviceKind.ENTRANCE_READER])
+                assert (found[0].id if found else None) == (reader if visible else None), scope
+
+
+async def test_insert_new_gives_new_rows_the_defaults_a_flush_would(
+    runtime: Runtime, world: World
+) -> None:
+    """Unset columns get their Python default on the row and on the object; the row reads
+    back as written."""
+    event = AccessEvent(
+        partner_id=UUID(world.partner_id),
+        site_id=UUID(world.site_id),
+        at=datetime(2026, 12, 4, 9, 30, tzinfo=UTC),
+        result=AccessResult.GRANTED,
+        method=AccessMethod.REMOTE,
+    )
+    (row,) = new_rows([event])
+    assert isinstance(event.id, UUID)  # default=new_id
+    assert (row["id"], row["data"], row["key_id"]) == (event.id, {}, None)
+    assert (event.data, event.key_id) == ({}, None)  # default=dict; no default: NULL
+    with write_intent():
+        async with runtime.session_factory() as session:
+            await insert_new(session, [event])
+            await commit(session)
+    async with runtime.read_session_factory() as session:
+        stored = await session.get(AccessEvent, event.id)
+    assert stored is not None
+    assert (stored.result, stored.method, stored.at, stored.data) == (
+        AccessResult.GRANTED,
+        AccessMethod.REMOTE,
+        event.at,
+        {},
+    )

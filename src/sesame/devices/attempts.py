@@ -167,6 +167,7 @@ class AttemptEngine:
             status=AttemptStatus.PENDING,
             phase=AttemptPhase.QUEUED,
             send_count=0,
+            was_confirmed_by_device=False,
         )
         if not locked:  # the caller may already hold the device's lock (one query less)
             device = await DeviceRepository(session).locked(device.id) or device
@@ -182,7 +183,7 @@ class AttemptEngine:
         )
         if send_now:
             _mark_sent(attempt, now)
-        await attempts.add(attempt)
+        await attempts.insert(attempt)
         return attempt, command if send_now else None
 
     def _seal(self, attempt_id: UUID, params: dict[str, Any]) -> bytes:

@@ -7,11 +7,19 @@ from datetime import datetime
 from typing import Any, NamedTuple, cast
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, Table, Uuid, column, func, select, text, update
+from sqlalchemy import ColumnElement, Table, Uuid, bindparam, column, func, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from sesame.kit.db import json_text
-from sesame.kit.repository import CrudRepository, TenantScope, tenant_clauses
+from sesame.kit.repository import (
+    CrudRepository,
+    TenantScope,
+    insert_new,
+    prepared,
+    scope_clauses,
+    scope_parameters,
+    scope_shape,
+)
 from sesame.models import (
     ActionAttempt,
     AttemptPhase,
@@ -43,18 +51,25 @@ class DeviceRepository(CrudRepository[Device]):
 
     async def locked(self, device_id: UUID) -> Device | None:
         """The device row, locked for this transaction (serialises its command queue)."""
-        result = await self.session.execute(
-            select(Device).where(Device.id == device_id).with_for_update()
+        statement = prepared(
+            "device_locked",
+            lambda: select(Device).where(Device.id == bindparam("device_id")).with_for_update(),
         )
+        result = await self.session.execute(statement, {"device_id": device_id})
         return result.scalar_one_or_none()
 
     async def locked_with_queue(self, device_id: UUID) -> tuple[Device, int] | None:
         """The device row, locked, and how many unfinished attempts it has: one query
         where the command path would otherwise need two."""
-        result = await self.session.execute(
-            select(Device, _unfinished(Device.id)).where(Device.id == device_id).with_for_update()
+        statement = prepared(
+            "device_locked_with_queue",
+            lambda: (
+                select(Device, _unfinished(Device.id))
+                .where(Device.id == bindparam("device_id"))
+                .with_for_update()
+            ),
         )
-        row = result.first()
+        row = (await self.session.execute(statement, {"device_id": device_id})).first()
         return None if row is None else (row[0], int(row[1]))
 
     async def locked_many(self, device_ids: Sequence[UUID]) -> Sequence[Device]:
@@ -104,18 +119,25 @@ class DeviceRepository(CrudRepository[Device]):
         """The device that opens an entrance the caller may see (an online one first),
         locked for this transaction, and how many unfinished attempts it has; one query
         for what the open path needs."""
+        kinds = tuple(kinds)
+        statement = prepared(
+            ("device_opener_of", *scope_shape(scope), kinds),
+            lambda: (
+                select(Device, _unfinished(Device.id))
+                .join(Entrance, Entrance.id == Device.entrance_id)
+                .where(
+                    Entrance.id == bindparam("entrance_id"),
+                    *scope_clauses(Entrance, scope),
+                    Device.kind.in_(kinds),
+                    Device.status == DeviceStatus.ACTIVE,
+                )
+                .order_by(Device.online.desc(), Device.id)
+                .limit(1)
+                .with_for_update(of=Device)
+            ),
+        )
         result = await self.session.execute(
-            select(Device, _unfinished(Device.id))
-            .join(Entrance, Entrance.id == Device.entrance_id)
-            .where(
-                Entrance.id == entrance_id,
-                *tenant_clauses(Entrance, scope),
-                Device.kind.in_(kinds),
-                Device.status == DeviceStatus.ACTIVE,
-            )
-            .order_by(Device.online.desc(), Device.id)
-            .limit(1)
-            .with_for_update(of=Device)
+            statement, scope_parameters(scope, entrance_id=entrance_id)
         )
         row = result.first()
         return None if row is None else (row[0], int(row[1]))
@@ -188,32 +210,49 @@ class AttemptRepository(CrudRepository[ActionAttempt]):
         return _equal(ActionAttempt, query, ("device_id", "status", "action"))
 
     async def by_id(self, attempt_id: UUID) -> ActionAttempt | None:
-        result = await self.session.execute(
-            select(ActionAttempt)
-            .where(ActionAttempt.id == attempt_id)
-            .execution_options(populate_existing=True)
+        statement = prepared(
+            "attempt_by_id",
+            lambda: (
+                select(ActionAttempt)
+                .where(ActionAttempt.id == bindparam("attempt_id"))
+                .execution_options(populate_existing=True)
+            ),
         )
+        result = await self.session.execute(statement, {"attempt_id": attempt_id})
         return result.scalar_one_or_none()
+
+    async def insert(self, attempt: ActionAttempt) -> None:
+        """Write a new attempt now, without the unit of work (``insert_new``)."""
+        await insert_new(self.session, [attempt])
 
     async def pending_for(self, device_id: UUID, limit: int = 50) -> Sequence[ActionAttempt]:
         """The device's unfinished attempts, oldest first."""
-        result = await self.session.execute(
-            select(ActionAttempt)
-            .where(
-                ActionAttempt.device_id == device_id,
-                ActionAttempt.phase.in_((AttemptPhase.QUEUED, AttemptPhase.SENT)),
-            )
-            .order_by(ActionAttempt.created_at, ActionAttempt.id)
-            .limit(limit)
+        statement = prepared(
+            ("attempts_pending_for", limit),
+            lambda: (
+                select(ActionAttempt)
+                .where(
+                    ActionAttempt.device_id == bindparam("device_id"),
+                    ActionAttempt.phase.in_((AttemptPhase.QUEUED, AttemptPhase.SENT)),
+                )
+                .order_by(ActionAttempt.created_at, ActionAttempt.id)
+                .limit(limit)
+            ),
         )
+        result = await self.session.execute(statement, {"device_id": device_id})
         return result.scalars().all()
 
     async def issued_to(self, attempt_id: UUID, device_id: UUID) -> bool:
         """Whether the platform ever made this attempt for this device."""
+        statement = prepared(
+            "attempt_issued_to",
+            lambda: select(ActionAttempt.id).where(
+                ActionAttempt.id == bindparam("attempt_id"),
+                ActionAttempt.device_id == bindparam("device_id"),
+            ),
+        )
         found = await self.session.execute(
-            select(ActionAttempt.id).where(
-                ActionAttempt.id == attempt_id, ActionAttempt.device_id == device_id
-            )
+            statement, {"attempt_id": attempt_id, "device_id": device_id}
         )
         return found.first() is not None
 
@@ -226,19 +265,37 @@ class AttemptRepository(CrudRepository[ActionAttempt]):
         **values: Any,
     ) -> ActionAttempt | None:
         """Move a pending attempt to its final status; None if it was not pending (any more)."""
-        conditions = [ActionAttempt.id == attempt_id, ActionAttempt.status == AttemptStatus.PENDING]
-        if device_id is not None:
-            conditions.append(ActionAttempt.device_id == device_id)
-        if only_phase is not None:
-            conditions.append(ActionAttempt.phase == only_phase)
-        result = await self.session.execute(
-            update(ActionAttempt)
-            .where(*conditions)
-            .values(phase=AttemptPhase.DONE, **values)
-            .returning(ActionAttempt)
-            # Refresh an instance this session already holds, or it keeps stale values.
-            .execution_options(synchronize_session=False, populate_existing=True)
+        names = tuple(sorted(values))
+
+        def build() -> Any:
+            conditions = [
+                ActionAttempt.id == bindparam("where_id"),
+                ActionAttempt.status == AttemptStatus.PENDING,
+            ]
+            if device_id is not None:
+                conditions.append(ActionAttempt.device_id == bindparam("where_device_id"))
+            if only_phase is not None:
+                conditions.append(ActionAttempt.phase == bindparam("where_phase"))
+            return (
+                update(ActionAttempt)
+                .where(*conditions)
+                .values(phase=AttemptPhase.DONE, **{n: bindparam(f"new_{n}") for n in names})
+                .returning(ActionAttempt)
+                # Refresh an instance this session already holds, or it keeps stale values.
+                .execution_options(synchronize_session=False, populate_existing=True)
+            )
+
+        statement = prepared(
+            ("attempt_finish", device_id is not None, only_phase is not None, names), build
         )
+        # Named unlike any column: an UPDATE takes a parameter named after one as a SET.
+        parameters: dict[str, Any] = {f"new_{n}": values[n] for n in names}
+        parameters["where_id"] = attempt_id
+        if device_id is not None:
+            parameters["where_device_id"] = device_id
+        if only_phase is not None:
+            parameters["where_phase"] = only_phase
+        result = await self.session.execute(statement, parameters)
         return result.scalar_one_or_none()
 
     async def overdue(

@@ -40,6 +40,7 @@ from sesame.kit.errors import (
 )
 from sesame.kit.ids import parse_id
 from sesame.kit.logging import get_logger
+from sesame.kit.repository import insert_new
 from sesame.kit.security import equal, new_token
 from sesame.models import (
     AccessEvent,
@@ -224,20 +225,22 @@ class DeviceService(CrudService[Device]):
         )
         # In the site's access log like a resident's open: who asked (staff, API key),
         # which door, which attempt carried it. Written with the attempt, or not at all.
-        self.session.add(
-            AccessEvent(
-                partner_id=device.partner_id,
-                site_id=device.site_id,
-                at=self.runtime.clock.now(),
-                result=AccessResult.GRANTED,
-                method=AccessMethod.REMOTE,
-                entrance_id=entrance_id,
-                device_id=device.id,
-                action_attempt_id=attempt.id,
-                data={"requested_by": requested_by},
-            )
+        await insert_new(
+            self.session,
+            [
+                AccessEvent(
+                    partner_id=device.partner_id,
+                    site_id=device.site_id,
+                    at=self.runtime.clock.now(),
+                    result=AccessResult.GRANTED,
+                    method=AccessMethod.REMOTE,
+                    entrance_id=entrance_id,
+                    device_id=device.id,
+                    action_attempt_id=attempt.id,
+                    data={"requested_by": requested_by},
+                )
+            ],
         )
-        await self.session.flush()
         return attempt, command
 
     # -- helpers ----------------------------------------------------------------------------

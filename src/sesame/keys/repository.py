@@ -10,7 +10,7 @@ from uuid import UUID
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sesame.kit.repository import CrudRepository
+from sesame.kit.repository import CrudRepository, insert_new
 from sesame.models import (
     AccessEvent,
     Key,
@@ -265,8 +265,9 @@ class AccessEventRepository(CrudRepository[AccessEvent]):
         return clauses
 
     async def add_many(self, events: Sequence[AccessEvent]) -> None:
-        self.session.add_all(events)
-        await self.session.flush()
+        """Write new entries now, without the unit of work (``insert_new``): the log is
+        written on every open, and never changed after."""
+        await insert_new(self.session, events)
 
     async def visible_to_resident(
         self,

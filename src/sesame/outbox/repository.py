@@ -104,6 +104,7 @@ def on_commit(listener: Listener) -> Callable[[], None]:
 
 
 _OUTBOX = cast(Table, OutboxMessage.__table__)
+_INSERT = insert(_OUTBOX)  # built once: its cache key is computed once, not per commit
 
 
 @event.listens_for(Session, "before_commit")
@@ -122,7 +123,7 @@ def _insert_in_commit_order(session: Session) -> None:
     if bind.dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ORDER_LOCK})
     # Core, not the ORM's bulk insert: the rows are plain values, and this runs per commit.
-    session.connection().execute(insert(_OUTBOX), rows)
+    session.connection().execute(_INSERT, rows)
     session.info[COMMITTING] = frozenset(row["topic"] for row in rows)
 
 
