@@ -7,7 +7,12 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from sesame.kit.db import WriteGate, create_engine, write_intent
+from sesame.kit.db import (
+    WriteGate,
+    create_engine,
+    create_read_session_factory,
+    write_intent,
+)
 from tests.support import eventually
 
 
@@ -119,5 +124,29 @@ async def test_the_log_reaches_the_database_file_on_a_thread_not_in_a_commit(
                     [{"n": batch * 100 + i, "v": "x" * 500} for i in range(100)],
                 )
         await eventually(lambda: path.stat().st_size > empty + 200_000)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_read_session_never_takes_the_write_lock(tmp_path: Path) -> None:
+    """A read session opened inside ``write_intent`` (a POST's principal lookup) reads
+    beside a writer that holds the lock, and a new read session sees what it committed."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'reads.db'}"
+    engine = create_engine(url, timeout_seconds=10)
+    readers = create_read_session_factory(engine)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("CREATE TABLE t (n INTEGER)"))
+        with write_intent():
+            writer = await engine.connect()
+            transaction = await writer.begin()  # BEGIN IMMEDIATE: the write lock
+            await writer.execute(text("INSERT INTO t VALUES (1)"))
+            async with readers() as reader:  # no BEGIN IMMEDIATE: it would wait for the lock
+                seen = await asyncio.wait_for(reader.execute(text("SELECT count(*) FROM t")), 2)
+                assert seen.scalar() == 0
+            await transaction.commit()
+            await writer.close()
+            async with readers() as reader:
+                assert (await reader.execute(text("SELECT count(*) FROM t"))).scalar() == 1
     finally:
         await engine.dispose()

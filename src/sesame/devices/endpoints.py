@@ -252,10 +252,16 @@ async def get_attempt(
     wait: Wait = 0,
 ) -> ActionAttemptRead:
     """An attempt; with ``wait``, long-poll until it finishes."""
-    attempt = await AttemptService(session, principal, runtime).get(attempt_id)
+    attempt = ActionAttemptRead.of(
+        await AttemptService(session, principal, runtime).get(attempt_id)
+    )
     if wait > 0 and runtime.gateway is not None:
-        attempt = await runtime.gateway.engine.wait(attempt.id, wait) or attempt
-    return ActionAttemptRead.of(attempt)
+        # End the read before the long poll: a snapshot held for seconds would keep
+        # SQLite from checkpointing its log meanwhile. The wait reads afresh.
+        await session.rollback()
+        finished = await runtime.gateway.engine.wait(attempt.id, wait)
+        return ActionAttemptRead.of(finished) if finished is not None else attempt
+    return attempt
 
 
 @attempts_router.get(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sesame.kit.repository import CrudRepository, insert_new
+from sesame.kit.repository import CrudRepository, insert_new, prepared
 from sesame.models import (
     AccessEvent,
     Key,
@@ -23,6 +23,7 @@ from sesame.models import (
 )
 
 LIVE = (KeyStatus.SCHEDULED, KeyStatus.ACTIVE)
+_KEYS = cast(Table, Key.__table__)
 MAX_LINEAGE = 8  # a resident key, a household member's share, a guest pass: far fewer
 
 
@@ -66,12 +67,19 @@ class KeyRepository(CrudRepository[Key]):
         """Keys held by these people (newest first), for decisions and for /v1/me."""
         if not person_ids:
             return []
-        statement = select(Key).where(Key.person_id.in_(person_ids))
-        if site_id is not None:
-            statement = statement.where(Key.site_id == site_id)
-        if lock:
-            statement = statement.with_for_update()
-        result = await self.session.execute(statement.order_by(Key.id.desc()))
+
+        def build() -> Any:
+            statement = select(Key).where(Key.person_id.in_(bindparam("person_ids")))
+            if site_id is not None:
+                statement = statement.where(Key.site_id == bindparam("site_id"))
+            if lock:
+                statement = statement.with_for_update()
+            return statement.order_by(Key.id.desc())
+
+        statement = prepared(("keys_of_people", site_id is not None, lock), build)
+        result = await self.session.execute(
+            statement, {"person_ids": list(person_ids), "site_id": site_id}
+        )
         return result.scalars().all()
 
     async def issued_by_people(self, person_ids: Sequence[UUID]) -> Sequence[Key]:
@@ -86,18 +94,23 @@ class KeyRepository(CrudRepository[Key]):
         """Count one use, atomically; None if the key has no use left or was revoked or
         suspended meanwhile (the update waits for a concurrent revocation to commit and
         then sees it)."""
-        result = await self.session.execute(
-            update(Key)
-            .where(
-                Key.id == key_id,
-                Key.status.not_in([KeyStatus.REVOKED, KeyStatus.SUSPENDED]),
-                or_(Key.max_uses.is_(None), Key.uses_count < Key.max_uses),
-            )
-            .values(uses_count=Key.uses_count + 1)
-            .returning(Key.uses_count)
-            .execution_options(synchronize_session=False)
+        statement = prepared(
+            "key_spend_use",
+            lambda: (
+                update(_KEYS)
+                .where(
+                    _KEYS.c.id == bindparam("key_id"),
+                    _KEYS.c.status.not_in([KeyStatus.REVOKED, KeyStatus.SUSPENDED]),
+                    or_(_KEYS.c.max_uses.is_(None), _KEYS.c.uses_count < _KEYS.c.max_uses),
+                )
+                .values(uses_count=_KEYS.c.uses_count + 1)
+                .returning(_KEYS.c.uses_count)
+            ),
         )
-        return result.scalar_one_or_none()
+        # Core, not the ORM's UPDATE, which computes its cache key again on every call.
+        result = await self.session.execute(statement, {"key_id": key_id})
+        uses: int | None = result.scalar_one_or_none()
+        return uses
 
     async def live_for_person_at_unit(self, person_id: UUID, unit_id: UUID) -> Sequence[Key]:
         result = await self.session.execute(
