@@ -178,9 +178,9 @@ class Settings(LocalSettings):
     ledger_enabled: bool = True
     ledger_origin: str | None = None  # default: the public URL's host/path + "/ledger"
     ledger_access: Literal["public", "authenticated"] = "authenticated"
-    # A key event is in a cosigned checkpoint within about interval + signing + the
-    # witnesses' round trip (docs/ledger.md, "Checkpoint latency"): 0.5 s keeps that
-    # under 1 s with witnesses that answer within a few hundred milliseconds.
+    # A key event is in a cosigned checkpoint within about the sequencer's 0.1 s settle +
+    # interval + signing + the witnesses' round trip (docs/ledger.md, "Checkpoint
+    # latency"): 0.5 s keeps that under 1 s with witnesses that answer within 300 ms.
     ledger_checkpoint_interval_seconds: float = Field(default=0.5, ge=0.05, le=3600)
     ledger_batch_size: int = Field(default=1000, ge=1, le=10_000)
     ledger_witnesses: list[WitnessConfig] = Field(default_factory=list)
