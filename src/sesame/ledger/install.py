@@ -23,7 +23,7 @@ async def start_ledger(runtime: Runtime) -> asyncio.Task[None] | None:
 
     def wake(topics: frozenset[str]) -> None:
         if topics & entries.TOPICS:
-            ledger.poke()
+            ledger.committed()
 
     stop_listening = outbox.on_commit(wake)
     outbox.set_sealer(runtime.engine, ledger.seal_row)  # sign events as they commit

@@ -577,6 +577,13 @@ class Ledger:
                 delay = backoff(attempts)
             await _wait(self._signed, delay)
 
+    def committed(self) -> None:
+        """New ledger events were committed in this process: append them (after the
+        settle). The sealer hears of them once they are appended: until then they change
+        nothing in its schedule, and waking it on every commit only made it read that
+        schedule again (two queries per key event)."""
+        self._wake.set()
+
     def poke(self) -> None:
         """New ledger events were committed in this process (or the clock moved): append
         and look at the checkpoint schedule without waiting."""
