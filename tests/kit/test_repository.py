@@ -11,6 +11,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import UUID
 
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
 from sesame.devices.repository import DeviceRepository
 from sesame.kit.db import commit, write_intent
 from sesame.kit.repository import TenantScope, insert_new, new_rows
@@ -123,3 +127,20 @@ async def test_insert_new_gives_new_rows_the_defaults_a_flush_would(
         event.at,
         {},
     )
+
+
+class _Scratch(DeclarativeBase):
+    pass
+
+
+class _Counter(_Scratch):
+    __tablename__ = "scratch_counters"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    value: Mapped[int] = mapped_column(server_default=text("0"))
+
+
+def test_new_rows_refuses_a_column_only_the_server_would_fill() -> None:
+    """Its value would be on the row in the database and unknown to the object."""
+    with pytest.raises(ValueError, match="server default"):
+        new_rows([_Counter(id=1)])
+    assert new_rows([_Counter(id=2, value=5)]) == [{"id": 2, "value": 5}]

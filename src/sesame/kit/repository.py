@@ -112,7 +112,8 @@ def new_rows(objects: Sequence[Any]) -> list[dict[str, Any]]:
 
     A column the object leaves unset gets its Python-side default, on the object too,
     as the unit of work would give it at flush; one with neither value nor default is
-    NULL, as the unit of work would write it."""
+    NULL, as the unit of work would write it. One with only a server-side default must
+    be set: the row would not know its value."""
     rows = []
     for obj in objects:
         values = obj.__dict__
@@ -122,6 +123,8 @@ def new_rows(objects: Sequence[Any]) -> list[dict[str, Any]]:
             if key not in values:
                 default = column.default
                 if default is None or not (default.is_scalar or default.is_callable):
+                    if column.server_default is not None:
+                        raise ValueError(f"{column} has only a server default: set it")
                     value = None
                 else:
                     value = default.arg(None) if default.is_callable else default.arg
