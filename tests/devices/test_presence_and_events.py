@@ -37,6 +37,31 @@ async def test_a_crash_is_announced_by_the_last_will(fleet: Fleet) -> None:
     assert back["errors"] == []
 
 
+async def test_the_last_will_of_an_earlier_boot_changes_nothing(fleet: Fleet) -> None:
+    """A will the broker delivers after the device came back with a new boot (its old
+    session taken over, or the will sent late) is about a connection already replaced."""
+    device, sim = await fleet.run("entrance_reader")
+    device_id = uuid.UUID(device["id"])
+    connected = (await fleet.read(device["id"]))["connected_at"]
+    sim._publish(  # what the broker publishes for the earlier boot, on the same topic
+        protocol.Channel.STATUS, protocol.Presence(online=False, boot_id="an-earlier-boot")
+    )
+    sim.boot_id = "the-next-boot"  # then a message handled after it: a reconnection
+    sim._publish(
+        protocol.Channel.STATUS, protocol.Presence(online=True, boot_id=sim.boot_id), retain=True
+    )
+    after = await fleet.wait_for(lambda d: d["connected_at"] != connected, device["id"])
+    assert after["online"] is True
+    assert after["errors"] == []
+    async with fleet.runtime.read_session_factory() as session:
+        offline = await session.scalar(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(OutboxMessage.topic == "device.offline", OutboxMessage.aggregate_id == device_id)
+        )
+    assert offline == 0
+
+
 async def test_a_silent_device_goes_offline_after_the_heartbeat_timeout(fleet: Fleet) -> None:
     device, _sim = await fleet.run("door_lock", heartbeat_interval=60)
     offline = await fleet.wait_for(

@@ -429,6 +429,12 @@ class Gateway:
                     if presence.online:
                         came_online = health.went_online(device, now, presence.boot_id)
                         changed = came_online
+                    elif health.stale_will(device, presence.boot_id):
+                        # The last will of an earlier boot, delivered after the device came
+                        # back (a session taken over, a will the broker sent late): the
+                        # device is online with another boot.
+                        log.info("stale_last_will", device_id=str(device_id))
+                        changed = False
                     else:
                         changed = health.went_offline(device, now, "disconnected")
                     if changed:

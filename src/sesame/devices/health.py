@@ -54,6 +54,13 @@ def went_online(device: Device, now: datetime, boot_id: str | None) -> bool:
     return was_offline
 
 
+def stale_will(device: Device, boot_id: str | None) -> bool:
+    """Whether an offline announcement speaks for a boot other than the one the device
+    is online with now (``Presence.boot_id``): then it is about a connection already
+    replaced, and changes nothing."""
+    return bool(device.online and boot_id and device.boot_id and boot_id != device.boot_id)
+
+
 def went_offline(device: Device, now: datetime, reason: str) -> bool:
     """Record a disconnection; True if the device was online before."""
     if not device.online:
