@@ -134,7 +134,7 @@ async def running(*ledgers: Ledger) -> AsyncIterator[None]:
 
 
 async def emit(runtime: Runtime, *ledgers: Ledger, count: int = 1) -> None:
-    """A key operation that commits ``count`` ledger events, and the poke its commit gives
+    """A key operation that commits ``count`` ledger events, and what its commit tells
     the ledgers of the process (``sesame.ledger.install``)."""
     with write_intent():
         async with runtime.session_factory() as session:
@@ -147,7 +147,7 @@ async def emit(runtime: Runtime, *ledgers: Ledger, count: int = 1) -> None:
             )
             await session.commit()
     for ledger in ledgers:
-        ledger.poke()
+        ledger.committed()
 
 
 async def checkpoints(runtime: Runtime) -> list[LedgerCheckpoint]:

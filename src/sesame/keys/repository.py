@@ -77,9 +77,10 @@ class KeyRepository(CrudRepository[Key]):
             return statement.order_by(Key.id.desc())
 
         statement = prepared(("keys_of_people", site_id is not None, lock), build)
-        result = await self.session.execute(
-            statement, {"person_ids": list(person_ids), "site_id": site_id}
-        )
+        parameters: dict[str, Any] = {"person_ids": list(person_ids)}
+        if site_id is not None:
+            parameters["site_id"] = site_id
+        result = await self.session.execute(statement, parameters)
         return result.scalars().all()
 
     async def issued_by_people(self, person_ids: Sequence[UUID]) -> Sequence[Key]:

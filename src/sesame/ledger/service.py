@@ -449,8 +449,9 @@ class Ledger:
 
         Three loops, so that none waits for another's slow step:
 
-        - the **sequencer** appends when this process commits ledger events (``poke``) and
-          every ``POLL_SECONDS`` for other processes' commits;
+        - the **sequencer** appends ``APPEND_SETTLE_SECONDS`` after this process commits
+          ledger events (``committed``), and every ``POLL_SECONDS`` for other processes'
+          commits;
         - the **sealer** wakes when entries are appended and signs a checkpoint at once if
           the last one is at least an interval old, else when it will be;
         - the **cosigner** asks the witnesses (all at once, each with a timeout) to cosign
@@ -585,8 +586,8 @@ class Ledger:
         self._wake.set()
 
     def poke(self) -> None:
-        """New ledger events were committed in this process (or the clock moved): append
-        and look at the checkpoint schedule without waiting."""
+        """Append and look at the checkpoint schedule without waiting (the clock moved,
+        or a checkpoint's time has come)."""
         self._wake.set()
         self._grown.set()
         self._replan.set()
